@@ -1,0 +1,81 @@
+//! Timing harness shared by `lopper bench` and the planner.
+//!
+//! A measurement runs the closure repeatedly: each *sample* times `inner` consecutive calls and
+//! records the mean per call; the result is the median of the samples. `inner` is calibrated
+//! so that a sample lasts at least `min_sample_ns`, which keeps timer resolution out of the
+//! figures. The closure receives a running call index so the caller can rotate through weight
+//! copies (the `cold` regime) or keep one copy (`hot`).
+
+use std::time::Instant;
+
+/// How long and how often to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct TimingOptions {
+    pub samples: usize,
+    pub min_sample_ns: u64,
+    /// Calls made before timing, to warm caches, branch predictors and thread pools.
+    pub warmup_calls: usize,
+    /// Lower bound for `inner` (e.g. the number of weight copies, so that a cold sample visits
+    /// each copy).
+    pub min_inner: usize,
+}
+
+impl Default for TimingOptions {
+    fn default() -> Self {
+        Self {
+            samples: 15,
+            min_sample_ns: 2_000_000,
+            warmup_calls: 3,
+            min_inner: 1,
+        }
+    }
+}
+
+/// Median time per call, and how it was obtained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub median_ns: f64,
+    pub min_ns: f64,
+    pub samples: usize,
+    pub inner: usize,
+}
+
+/// Times `f` (see the module docs).
+pub fn time_median(mut f: impl FnMut(usize), opts: &TimingOptions) -> Timing {
+    let mut call = 0usize;
+    let warm = opts.warmup_calls.max(1);
+    let t0 = Instant::now();
+    for _ in 0..warm {
+        f(call);
+        call += 1;
+    }
+    let per_call = (t0.elapsed().as_nanos() as f64 / warm as f64).max(1.0);
+    let inner = ((opts.min_sample_ns as f64 / per_call).ceil() as usize)
+        .max(opts.min_inner)
+        .max(1);
+    let mut per = Vec::with_capacity(opts.samples.max(1));
+    for _ in 0..opts.samples.max(1) {
+        let t = Instant::now();
+        for _ in 0..inner {
+            f(call);
+            call += 1;
+        }
+        per.push(t.elapsed().as_nanos() as f64 / inner as f64);
+    }
+    per.sort_by(f64::total_cmp);
+    Timing {
+        median_ns: median_sorted(&per),
+        min_ns: per[0],
+        samples: per.len(),
+        inner,
+    }
+}
+
+/// Median of an ascending slice (mean of the two middle values for even lengths).
+pub fn median_sorted(v: &[f64]) -> f64 {
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}

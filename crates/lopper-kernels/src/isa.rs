@@ -1,0 +1,106 @@
+//! Instruction-set selection at run time.
+//!
+//! A binary built for generic x86-64 still uses AVX2+FMA when the CPU has them: the choice is made
+//! once, at run time, with `is_x86_feature_detected!`. The environment variable `LOPPER_ISA`
+//! (`scalar`, `avx2` or `auto`) overrides the choice; asking for an ISA the CPU lacks falls back
+//! to the best available one, because running an unsupported instruction would be undefined
+//! behaviour.
+
+use std::fmt;
+
+/// An instruction set a kernel is written for. Ordered from least to most capable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, no explicit SIMD. Runs everywhere.
+    Scalar,
+    /// x86-64 AVX2 with FMA3.
+    Avx2,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 2] = [Isa::Scalar, Isa::Avx2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+        }
+    }
+
+    /// Whether this CPU can run kernels written for `self`.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => avx2_fma_detected(),
+        }
+    }
+
+    /// The best ISA this CPU supports.
+    pub fn best_available() -> Isa {
+        if Isa::Avx2.available() {
+            Isa::Avx2
+        } else {
+            Isa::Scalar
+        }
+    }
+
+    /// The ISA to use: `LOPPER_ISA` if set and available, else the best available.
+    pub fn selected() -> Isa {
+        match std::env::var("LOPPER_ISA") {
+            Ok(v) => Isa::from_override(&v),
+            Err(_) => Isa::best_available(),
+        }
+    }
+
+    /// Interprets an override value. Unknown values and unavailable ISAs fall back to the best
+    /// available ISA, so a typo can never select an instruction the CPU does not have.
+    pub fn from_override(value: &str) -> Isa {
+        let wanted = match value.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "portable" | "generic" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            _ => None,
+        };
+        match wanted {
+            Some(isa) if isa.available() => isa,
+            _ => Isa::best_available(),
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma_detected() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_fma_detected() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_scalar_is_honoured() {
+        assert_eq!(Isa::from_override("scalar"), Isa::Scalar);
+        assert_eq!(Isa::from_override(" SCALAR "), Isa::Scalar);
+    }
+
+    #[test]
+    fn unknown_override_falls_back_to_best() {
+        assert_eq!(Isa::from_override("avx9000"), Isa::best_available());
+    }
+
+    #[test]
+    fn avx2_override_never_selects_unavailable() {
+        let isa = Isa::from_override("avx2");
+        assert!(isa.available());
+    }
+}
