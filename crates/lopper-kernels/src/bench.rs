@@ -79,3 +79,44 @@ pub fn median_sorted(v: &[f64]) -> f64 {
         n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
     }
 }
+
+/// Times `kernel` on `copies` of one weight matrix (rotated call by call; one copy is the
+/// `hot` regime, copies larger than the last-level cache together the `cold` one), with `X`
+/// of batch `n`, split over the threads of `pool` by a balanced [`crate::Partition`].
+pub fn measure_kernel(
+    kernel: &crate::Kernel,
+    copies: &[crate::WeightMatrix],
+    x: &[f32],
+    n: usize,
+    pool: &rayon::ThreadPool,
+    opts: &TimingOptions,
+) -> Result<Timing, crate::KernelError> {
+    let Some(first) = copies.first() else {
+        return Err(crate::KernelError::ShapeMismatch {
+            what: "weight copies",
+            expected: 1,
+            actual: 0,
+        });
+    };
+    let partition = crate::Partition::balanced(first, pool.current_num_threads());
+    let mut y = vec![0.0f32; first.rows() * n];
+    for w in copies {
+        crate::execute(kernel, w, x, n, &mut y, &partition)?;
+    }
+    let opts = TimingOptions {
+        min_inner: opts.min_inner.max(copies.len()),
+        ..*opts
+    };
+    let timing = pool.install(|| {
+        time_median(
+            |i| {
+                let w = &copies[i % copies.len()];
+                // Checked above for every copy; the result cannot change between calls.
+                let _ = crate::execute(kernel, w, x, n, &mut y, &partition);
+            },
+            &opts,
+        )
+    });
+    std::hint::black_box(&y);
+    Ok(timing)
+}

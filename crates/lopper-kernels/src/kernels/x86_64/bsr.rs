@@ -10,7 +10,7 @@
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{hsum, scale_rows, spmm_row_acc, tail_mask, SimdVal};
+use super::{hsum, prefetch, scale_rows, spmm_row_acc, tail_mask, SimdVal, PREFETCH_BYTES};
 use crate::format::{Bsr, Values};
 use crate::kernels::generic;
 
@@ -41,31 +41,44 @@ unsafe fn spmv_1x8<V: SimdVal>(
 ) {
     let (brp, bcol, cols) = (w.block_row_ptr(), w.block_col(), w.cols());
     let (vp, xp) = (vals.as_ptr(), x.as_ptr());
+    let bp = bcol.as_ptr();
     for (li, r) in rows.enumerate() {
-        let (s, e) = (brp[r] as usize, brp[r + 1] as usize);
+        let (s, mut e) = (brp[r] as usize, brp[r + 1] as usize);
         let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut k = s;
-        // SAFETY: block `k` holds 8 values at `8k`; its first column `c0 < cols`. A full load of
-        // `x[c0..c0 + 8]` happens only when `c0 + 8 <= cols`; otherwise a masked load touches only
-        // the lanes inside `x`.
+        // SAFETY: block `k` holds 8 values at `8k` and starts at column `c0 = 8 * bcol[k] <
+        // cols`. Blocks are sorted, so only the row's last block can cross the right edge; it is
+        // peeled off and loads `x` with a mask that touches only lanes inside `x`. Every other
+        // block reads `x[c0..c0 + 8]` in full.
         unsafe {
-            let load_x = |c0: usize| {
-                if c0 + 8 <= cols {
-                    _mm256_loadu_ps(xp.add(c0))
-                } else {
-                    _mm256_maskload_ps(xp.add(c0), tail_mask(cols - c0))
-                }
-            };
+            let mut edge = _mm256_setzero_ps();
+            if e > s && *bp.add(e - 1) as usize * 8 + 8 > cols {
+                let c0 = *bp.add(e - 1) as usize * 8;
+                let xv = _mm256_maskload_ps(xp.add(c0), tail_mask(cols - c0));
+                edge = _mm256_mul_ps(V::load8(vp.add(8 * (e - 1))), xv);
+                e -= 1;
+            }
+            let mut k = s;
             while k + 2 <= e {
-                let x0 = load_x(bcol[k] as usize * 8);
-                let x1 = load_x(bcol[k + 1] as usize * 8);
+                prefetch(
+                    vp.add(8 * k)
+                        .wrapping_add(PREFETCH_BYTES / std::mem::size_of::<V>())
+                        as *const i8,
+                );
+                prefetch(bp.add(k).wrapping_add(PREFETCH_BYTES / 8) as *const i8);
+                let x0 = _mm256_loadu_ps(xp.add(*bp.add(k) as usize * 8));
+                let x1 = _mm256_loadu_ps(xp.add(*bp.add(k + 1) as usize * 8));
                 a0 = _mm256_fmadd_ps(V::load8(vp.add(8 * k)), x0, a0);
                 a1 = _mm256_fmadd_ps(V::load8(vp.add(8 * k + 8)), x1, a1);
                 k += 2;
             }
             if k < e {
-                a0 = _mm256_fmadd_ps(V::load8(vp.add(8 * k)), load_x(bcol[k] as usize * 8), a0);
+                a0 = _mm256_fmadd_ps(
+                    V::load8(vp.add(8 * k)),
+                    _mm256_loadu_ps(xp.add(*bp.add(k) as usize * 8)),
+                    a0,
+                );
             }
+            a1 = _mm256_add_ps(a1, edge);
         }
         let sum = hsum(_mm256_add_ps(a0, a1));
         y[li] = scales.map_or(sum, |sc| sum * sc[r]);

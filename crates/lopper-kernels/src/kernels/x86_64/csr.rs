@@ -8,7 +8,9 @@
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{hsum, scale_rows, spmm_row_acc, tail_mask, SimdIdx, SimdVal};
+use super::{
+    hsum, prefetch, scale_rows, spmm_row_acc, tail_mask, SimdIdx, SimdVal, PREFETCH_BYTES,
+};
 use crate::format::{Csr, Values};
 
 /// # Safety
@@ -53,6 +55,16 @@ unsafe fn spmv<I: SimdIdx, V: SimdVal>(
         // nor kept (their values are zeroed with the mask before the FMA).
         unsafe {
             while k + 16 <= e {
+                prefetch(
+                    vp.add(k)
+                        .wrapping_add(PREFETCH_BYTES / std::mem::size_of::<V>())
+                        as *const i8,
+                );
+                prefetch(
+                    cp.add(k)
+                        .wrapping_add(PREFETCH_BYTES / std::mem::size_of::<I>())
+                        as *const i8,
+                );
                 let g0 = _mm256_i32gather_ps::<4>(xp, I::load8(cp.add(k)));
                 let g1 = _mm256_i32gather_ps::<4>(xp, I::load8(cp.add(k + 8)));
                 a0 = _mm256_fmadd_ps(V::load8(vp.add(k)), g0, a0);

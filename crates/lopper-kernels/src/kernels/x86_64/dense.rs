@@ -3,7 +3,7 @@
 use core::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{hsum, tail_mask};
+use super::{hsum, prefetch, tail_mask, PREFETCH_BYTES};
 use crate::format::Dense;
 
 /// # Safety
@@ -40,6 +40,9 @@ unsafe fn gemv(w: &Dense, x: &[f32], y: &mut [f32], rows: Range<usize>) {
             while c + 16 <= k {
                 let x0 = _mm256_loadu_ps(xp.add(c));
                 let x1 = _mm256_loadu_ps(xp.add(c + 8));
+                for pi in p {
+                    prefetch(pi.add(c).wrapping_add(PREFETCH_BYTES / 4) as *const i8);
+                }
                 for i in 0..4 {
                     a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(p[i].add(c)), x0, a[i]);
                     b[i] = _mm256_fmadd_ps(_mm256_loadu_ps(p[i].add(c + 8)), x1, b[i]);

@@ -1,0 +1,49 @@
+//! `lopper bench TARGET`: `kernels` benchmarks the sparse kernels; model files come with the
+//! model runtime.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// `kernels`: every sparse format and kernel against the best dense baseline, same run.
+    pub target: String,
+    /// Fewer samples and repetitions (finishes in under 3 minutes on 2 cores).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print one JSON record per measurement on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Batch sizes (default 1,64).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Option<Vec<usize>>,
+    /// Thread counts (default 1,2).
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Option<Vec<usize>>,
+    /// Densities, fractions of weights kept (default 0.5,0.3,0.1,0.05).
+    #[arg(long, value_delimiter = ',')]
+    pub density: Option<Vec<f64>>,
+    /// Regimes: hot (one cache-resident copy) and/or cold (copies rotated, see --cold-mib).
+    #[arg(long, value_delimiter = ',')]
+    pub regime: Option<Vec<String>>,
+    /// Total size of the weight copies rotated in the cold regime, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub cold_mib: usize,
+    /// Seed of the random weights, masks and activations.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also write the JSON records to this file (atomically).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.target.as_str() {
+        "kernels" => super::bench_kernels::run(&args),
+        other => anyhow::bail!(
+            "unknown bench target '{other}': use `lopper bench kernels` (benchmarks of model files need the .lop runtime, which this build does not have yet)"
+        ),
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod bench_kernels;
+pub mod bench_targets;
