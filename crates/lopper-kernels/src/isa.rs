@@ -2,7 +2,7 @@
 //!
 //! A binary built for generic x86-64 still uses AVX2+FMA when the CPU has them: the choice is made
 //! once, at run time, with `is_x86_feature_detected!`. The environment variable `LOPPER_ISA`
-//! (`scalar`, `avx2` or `auto`) overrides the choice; asking for an ISA the CPU lacks falls back
+//! (`scalar`, `avx2`, `avx512` or `auto`) overrides the choice; asking for an ISA the CPU lacks falls back
 //! to the best available one, because running an unsupported instruction would be undefined
 //! behaviour.
 
@@ -15,15 +15,18 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA3.
     Avx2,
+    /// x86-64 AVX-512F (used for batch > 1, where the products are bound by compute).
+    Avx512,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 2] = [Isa::Scalar, Isa::Avx2];
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
         }
     }
 
@@ -32,16 +35,17 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => avx2_fma_detected(),
+            Isa::Avx512 => avx2_fma_detected() && avx512f_detected(),
         }
     }
 
     /// The best ISA this CPU supports.
     pub fn best_available() -> Isa {
-        if Isa::Avx2.available() {
-            Isa::Avx2
-        } else {
-            Isa::Scalar
-        }
+        *Isa::ALL
+            .iter()
+            .rev()
+            .find(|isa| isa.available())
+            .unwrap_or(&Isa::Scalar)
     }
 
     /// The ISA to use: `LOPPER_ISA` if set and available, else the best available.
@@ -58,6 +62,7 @@ impl Isa {
         let wanted = match value.trim().to_ascii_lowercase().as_str() {
             "scalar" | "portable" | "generic" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
             _ => None,
         };
         match wanted {
@@ -83,6 +88,16 @@ fn avx2_fma_detected() -> bool {
     false
 }
 
+#[cfg(target_arch = "x86_64")]
+fn avx512f_detected() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512f_detected() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,8 +114,16 @@ mod tests {
     }
 
     #[test]
-    fn avx2_override_never_selects_unavailable() {
-        let isa = Isa::from_override("avx2");
-        assert!(isa.available());
+    fn override_never_selects_unavailable() {
+        for name in ["avx2", "avx512"] {
+            assert!(Isa::from_override(name).available(), "{name}");
+        }
+    }
+
+    #[test]
+    fn override_caps_at_the_named_isa() {
+        if Isa::Avx512.available() {
+            assert_eq!(Isa::from_override("avx2"), Isa::Avx2);
+        }
     }
 }

@@ -320,7 +320,7 @@ fn pattern_id(p: Pattern) -> u64 {
     }
 }
 
-/// The faster dense kernel at this batch: AVX2 GEMV (batch 1) or the `gemm` crate.
+/// The fastest dense kernel at this batch: AVX2 GEMV (batch 1), AVX-512 GEMM, or the `gemm` crate.
 fn best_dense(
     copies: &[WeightMatrix],
     x: &[f32],
@@ -329,7 +329,11 @@ fn best_dense(
     opts: &TimingOptions,
 ) -> anyhow::Result<(&'static Kernel, Timing)> {
     let mut best: Option<(&'static Kernel, Timing)> = None;
-    for name in ["f32_spmv_dense_avx2", "f32_spmm_dense_gemm"] {
+    for name in [
+        "f32_spmv_dense_avx2",
+        "f32_spmm_dense_avx512",
+        "f32_spmm_dense_gemm",
+    ] {
         let Some(k) = by_name(name) else { continue };
         if !k.isa.available() || k.supports(&copies[0], batch).is_err() {
             continue;

@@ -1,10 +1,12 @@
-//! AVX2+FMA kernels. Every `#[target_feature]` function in the crate lives under this module.
+//! x86-64 kernels: AVX2+FMA in `dense`, `csr`, `bsr`, `nm`; AVX-512F in `avx512`. Every
+//! `#[target_feature]` function in the crate lives under this module.
 //!
 //! All functions here are `unsafe`: they read through raw pointers whose bounds follow from the
 //! invariants of the validated formats and from the checks of
 //! [`crate::kernels::Kernel::check`], and they need a CPU with AVX2 and FMA. The registry only
 //! reaches them through that check.
 
+pub(crate) mod avx512;
 pub(crate) mod bsr;
 pub(crate) mod csr;
 pub(crate) mod dense;
