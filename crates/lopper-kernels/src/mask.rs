@@ -29,7 +29,7 @@ pub fn top_k_mask(scores: &[f32], sparsity: f64) -> Vec<bool> {
 /// largest `|score|`. `cols` must be a multiple of `m` (the N:M format requires it).
 pub fn nm_mask(scores: &[f32], cols: usize, n: usize, m: usize) -> Vec<bool> {
     assert!(
-        m > 0 && cols % m == 0 && scores.len() % cols.max(1) == 0,
+        m > 0 && cols.is_multiple_of(m) && scores.len().is_multiple_of(cols.max(1)),
         "nm_mask: bad shape"
     );
     let mut mask = vec![false; scores.len()];

@@ -178,7 +178,7 @@ fn check_pattern(n: usize, m: usize, cols: usize) -> Result<(), FormatError> {
     if n == 0 || n > m || m > 16 {
         return Err(FormatError::BadNmPattern { n, m });
     }
-    if cols % m != 0 {
+    if !cols.is_multiple_of(m) {
         return Err(FormatError::NmColsNotMultiple { cols, m });
     }
     Ok(())

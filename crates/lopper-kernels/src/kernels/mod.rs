@@ -150,8 +150,12 @@ impl Kernel {
                 reason,
             })?;
         let g = w.row_granularity();
-        let aligned_end = rows.end % g == 0 || rows.end == w.rows();
-        if rows.start > rows.end || rows.end > w.rows() || rows.start % g != 0 || !aligned_end {
+        let aligned_end = rows.end.is_multiple_of(g) || rows.end == w.rows();
+        if rows.start > rows.end
+            || rows.end > w.rows()
+            || !rows.start.is_multiple_of(g)
+            || !aligned_end
+        {
             return Err(KernelError::BadRowRange {
                 start: rows.start,
                 end: rows.end,
