@@ -1,0 +1,70 @@
+//! End-to-end checks of the `lopper` binary: output schema and error handling, never timings.
+
+use std::process::Command;
+
+fn lopper() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lopper"))
+}
+
+#[test]
+fn bench_kernels_json_has_one_record_per_measurement() {
+    let out = lopper()
+        .args(["bench", "kernels", "--quick", "--json", "--density", "0.5", "--batch", "1,3"])
+        .args(["--threads", "1", "--regime", "hot", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = records.as_array().unwrap();
+    // 4 shapes x 2 batches x 8 variants (N:M included at density 0.5).
+    assert_eq!(records.len(), 4 * 2 * 8);
+    let fields = [
+        "kernel", "format", "rows", "cols", "batch", "density", "threads", "regime", "dense_ns", "sparse_ns", "speedup",
+    ];
+    for r in records {
+        for f in fields {
+            assert!(r.get(f).is_some(), "missing {f} in {r}");
+        }
+        let (d, s, sp) = (r["dense_ns"].as_f64().unwrap(), r["sparse_ns"].as_f64().unwrap(), r["speedup"].as_f64().unwrap());
+        assert!(d > 0.0 && s > 0.0);
+        assert!((sp - d / s).abs() <= 1e-9 * sp.max(1.0), "speedup must be dense_ns / sparse_ns");
+        assert_eq!(r["regime"], "hot");
+        assert!(r["sparse_bytes"].as_u64().unwrap() < r["dense_bytes"].as_u64().unwrap() || r["dtype"] == "f32");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("seed 7"), "the seed must be printed: {stderr}");
+}
+
+#[test]
+fn bench_rejects_bad_flags_with_a_message() {
+    for args in [
+        vec!["bench", "kernels", "--density", "1.5"],
+        vec!["bench", "kernels", "--batch", "0"],
+        vec!["bench", "kernels", "--regime", "warm"],
+        vec!["bench", "nonsense"],
+    ] {
+        let out = lopper().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bench_writes_out_file_atomically() {
+    let dir = std::env::temp_dir().join(format!("lopper-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kernels.json");
+    let out = lopper()
+        .args(["bench", "kernels", "--quick", "--density", "0.05", "--batch", "1", "--threads", "1", "--regime", "hot"])
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 4 * 7);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Targets"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
