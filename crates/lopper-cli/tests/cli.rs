@@ -9,30 +9,66 @@ fn lopper() -> Command {
 #[test]
 fn bench_kernels_json_has_one_record_per_measurement() {
     let out = lopper()
-        .args(["bench", "kernels", "--quick", "--json", "--density", "0.5", "--batch", "1,3"])
+        .args([
+            "bench",
+            "kernels",
+            "--quick",
+            "--json",
+            "--density",
+            "0.5",
+            "--batch",
+            "1,3",
+        ])
         .args(["--threads", "1", "--regime", "hot", "--seed", "7"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let records = records.as_array().unwrap();
     // 4 shapes x 2 batches x 8 variants (N:M included at density 0.5).
     assert_eq!(records.len(), 4 * 2 * 8);
     let fields = [
-        "kernel", "format", "rows", "cols", "batch", "density", "threads", "regime", "dense_ns", "sparse_ns", "speedup",
+        "kernel",
+        "format",
+        "rows",
+        "cols",
+        "batch",
+        "density",
+        "threads",
+        "regime",
+        "dense_ns",
+        "sparse_ns",
+        "speedup",
     ];
     for r in records {
         for f in fields {
             assert!(r.get(f).is_some(), "missing {f} in {r}");
         }
-        let (d, s, sp) = (r["dense_ns"].as_f64().unwrap(), r["sparse_ns"].as_f64().unwrap(), r["speedup"].as_f64().unwrap());
+        let (d, s, sp) = (
+            r["dense_ns"].as_f64().unwrap(),
+            r["sparse_ns"].as_f64().unwrap(),
+            r["speedup"].as_f64().unwrap(),
+        );
         assert!(d > 0.0 && s > 0.0);
-        assert!((sp - d / s).abs() <= 1e-9 * sp.max(1.0), "speedup must be dense_ns / sparse_ns");
+        assert!(
+            (sp - d / s).abs() <= 1e-9 * sp.max(1.0),
+            "speedup must be dense_ns / sparse_ns"
+        );
         assert_eq!(r["regime"], "hot");
-        assert!(r["sparse_bytes"].as_u64().unwrap() < r["dense_bytes"].as_u64().unwrap() || r["dtype"] == "f32");
+        assert!(
+            r["sparse_bytes"].as_u64().unwrap() < r["dense_bytes"].as_u64().unwrap()
+                || r["dtype"] == "f32"
+        );
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("seed 7"), "the seed must be printed: {stderr}");
+    assert!(
+        stderr.contains("seed 7"),
+        "the seed must be printed: {stderr}"
+    );
 }
 
 #[test]
@@ -56,7 +92,19 @@ fn bench_writes_out_file_atomically() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("kernels.json");
     let out = lopper()
-        .args(["bench", "kernels", "--quick", "--density", "0.05", "--batch", "1", "--threads", "1", "--regime", "hot"])
+        .args([
+            "bench",
+            "kernels",
+            "--quick",
+            "--density",
+            "0.05",
+            "--batch",
+            "1",
+            "--threads",
+            "1",
+            "--regime",
+            "hot",
+        ])
         .arg("--out")
         .arg(&path)
         .output()
