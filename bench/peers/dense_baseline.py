@@ -72,6 +72,10 @@ def ort_ns(w, x, threads, regime, samples):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if regime == "cold":
+        # Several sessions (one per weight copy) each own a thread pool; spinning idle pools
+        # would steal the cores from the one that runs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = [ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]) for _ in range(n_copies(w.nbytes, regime))]
     feeds = {"X": x}
     return median_ns(lambda i: sessions[i].run(None, feeds), len(sessions), samples)

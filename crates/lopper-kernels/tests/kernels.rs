@@ -194,6 +194,30 @@ fn every_format_and_dtype_has_a_portable_kernel() {
 }
 
 #[test]
+fn select_prefers_batch_one_kernels_at_batch_one() {
+    use lopper_kernels::registry::{candidates, select};
+    use lopper_kernels::{FormatKind, Isa, Op, WeightMatrix};
+    let (dense, _) = random_operands(8, 16, 1, 3);
+    let kinds = [
+        FormatKind::Dense,
+        FormatKind::Csr16,
+        FormatKind::Csr32,
+        FormatKind::Bsr { br: 1, bc: 8 },
+        FormatKind::Bsr { br: 4, bc: 1 },
+        FormatKind::Nm { n: 2, m: 4 },
+    ];
+    for kind in kinds {
+        let mut mask = vec![true; 128];
+        fit_mask(kind, &mut mask);
+        let w = WeightMatrix::encode(&dense, &mask, kind, Dtype::F32).unwrap();
+        let isa = Isa::best_available();
+        if candidates(&w, 1, isa).any(|k| k.op == Op::Spmv) {
+            assert_eq!(select(&w, 1, isa).unwrap().op, Op::Spmv, "{kind:?}");
+        }
+    }
+}
+
+#[test]
 fn select_prefers_simd_when_available() {
     use lopper_kernels::registry::select;
     use lopper_kernels::{FormatKind, Isa, WeightMatrix};
