@@ -90,7 +90,7 @@ pub fn summary(records: &[Record]) -> String {
                 let verdict = if v >= t.goal { "met" } else { "MISSED" };
                 let _ = writeln!(
                     s,
-                    "  {:<66} {:>4}x{:<4} {:>6.2}x  goal >= {:.1}x  {verdict}",
+                    "  {:<66} {:>4}x{:<4} {:>7.3}x  goal >= {:.1}x  {verdict}",
                     t.label, shape.0, shape.1, v, t.goal
                 );
             }

@@ -138,7 +138,8 @@ unsafe fn micro<const R: usize>(t: &Tile) {
     }
 }
 
-/// `out[j0..j0 + 16V] += Σ_k vals[k] · X[col(k), j0..]`, lanes past `n` masked.
+/// `out[j0..j0 + 16V] (+)= Σ_k vals[k] · X[col(k), j0..]`, lanes past `n` masked; `init`
+/// overwrites instead of accumulating.
 ///
 /// # Safety
 /// `out` has `n` floats, `X` is `[_, n]` at `xp` and holds every `col(k)` as a row, `vals[k]`
@@ -153,6 +154,7 @@ unsafe fn tile<const V: usize, T: SimdVal>(
     vp: *const T,
     ks: Range<usize>,
     col: &impl Fn(usize) -> usize,
+    init: bool,
 ) {
     let masks: [__mmask16; V] = std::array::from_fn(|t| lanes((n - j0).saturating_sub(16 * t)));
     let full = n - j0 >= 16 * V;
@@ -160,8 +162,10 @@ unsafe fn tile<const V: usize, T: SimdVal>(
     // loads (`j0 + 16V <= n`), others masked ones, which do not touch masked-off lanes.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); V];
-        for (t, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_maskz_loadu_ps(masks[t], out.add(j0 + 16 * t));
+        if !init {
+            for (t, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_maskz_loadu_ps(masks[t], out.add(j0 + 16 * t));
+            }
         }
         // Two accumulator sets for alternating entries: a row is one long chain of dependent
         // FMAs, and with one set its 4-cycle latency, not FMA throughput, sets the pace.
@@ -213,7 +217,8 @@ unsafe fn tile<const V: usize, T: SimdVal>(
     }
 }
 
-/// `out[0..n] += Σ_{k in ks} vals[k] · X[col(k), :]` in 64-column tiles (the last one masked).
+/// `out[0..n] (+)= Σ_{k in ks} vals[k] · X[col(k), :]` in 64-column tiles (the last one masked);
+/// with `init` the row is overwritten instead of accumulated into, so callers need not zero it.
 ///
 /// # Safety
 /// As for [`tile`], for every `j0 < n`.
@@ -226,16 +231,17 @@ unsafe fn spmm_row_acc<T: SimdVal>(
     vp: *const T,
     ks: Range<usize>,
     col: impl Fn(usize) -> usize,
+    init: bool,
 ) {
     let mut j0 = 0;
     // SAFETY: `j0 < n` in every call.
     unsafe {
         while j0 < n {
             match (n - j0).div_ceil(16) {
-                1 => tile::<1, T>(out, n, j0, xp, vp, ks.clone(), &col),
-                2 => tile::<2, T>(out, n, j0, xp, vp, ks.clone(), &col),
-                3 => tile::<3, T>(out, n, j0, xp, vp, ks.clone(), &col),
-                _ => tile::<4, T>(out, n, j0, xp, vp, ks.clone(), &col),
+                1 => tile::<1, T>(out, n, j0, xp, vp, ks.clone(), &col, init),
+                2 => tile::<2, T>(out, n, j0, xp, vp, ks.clone(), &col, init),
+                3 => tile::<3, T>(out, n, j0, xp, vp, ks.clone(), &col, init),
+                _ => tile::<4, T>(out, n, j0, xp, vp, ks.clone(), &col, init),
             }
             j0 += 64;
         }
@@ -273,7 +279,6 @@ unsafe fn csr<I: SimdIdx, V: SimdVal>(
     rows: Range<usize>,
 ) {
     let (rp, cp) = (w.row_ptr(), w.col_idx().as_ptr());
-    y.fill(0.0);
     for (li, r) in rows.enumerate() {
         let ks = rp[r] as usize..rp[r + 1] as usize;
         // SAFETY: output row `li` has `n` floats; entries `ks` belong to row `r`, their columns
@@ -286,6 +291,7 @@ unsafe fn csr<I: SimdIdx, V: SimdVal>(
                 vals.as_ptr(),
                 ks,
                 |k| (*cp.add(k)).to_usize(),
+                true,
             )
         };
     }
@@ -317,13 +323,13 @@ unsafe fn bsr1x8<V: SimdVal>(
 ) {
     let (brp, bcol, cols) = (w.block_row_ptr(), w.block_col(), w.cols());
     let col = |f: usize| bcol[f / 8] as usize * 8 + f % 8;
-    y.fill(0.0);
     for (li, r) in rows.enumerate() {
         let (s, mut e) = (brp[r] as usize, brp[r + 1] as usize);
         // SAFETY: as in the AVX2 kernel: full blocks lie inside the matrix, and the row's last
         // block is clipped to the columns inside it.
         unsafe {
             let out = y.as_mut_ptr().add(li * n);
+            let mut init = true;
             if e > s && bcol[e - 1] as usize * 8 + 8 > cols {
                 let f0 = (e - 1) * 8;
                 spmm_row_acc(
@@ -333,10 +339,12 @@ unsafe fn bsr1x8<V: SimdVal>(
                     vals.as_ptr(),
                     f0..f0 + (cols - bcol[e - 1] as usize * 8),
                     col,
+                    true,
                 );
+                init = false;
                 e -= 1;
             }
-            spmm_row_acc(out, n, x.as_ptr(), vals.as_ptr(), s * 8..e * 8, col);
+            spmm_row_acc(out, n, x.as_ptr(), vals.as_ptr(), s * 8..e * 8, col, init);
         }
     }
 }
@@ -351,7 +359,6 @@ pub(crate) unsafe fn nm_spmm(w: &NmMatrix, x: &[f32], n: usize, y: &mut [f32], r
 #[target_feature(enable = "avx512f")]
 unsafe fn nm(w: &NmMatrix, x: &[f32], n: usize, y: &mut [f32], rows: Range<usize>) {
     let (gn, gm, row_len, ip) = (w.n(), w.m(), w.row_len(), w.idx().as_ptr());
-    y.fill(0.0);
     for (li, r) in rows.enumerate() {
         let base = r * row_len;
         // SAFETY: slots `base..base + row_len` exist and map to columns `< cols`.
@@ -363,6 +370,7 @@ unsafe fn nm(w: &NmMatrix, x: &[f32], n: usize, y: &mut [f32], rows: Range<usize
                 w.values().as_ptr(),
                 base..base + row_len,
                 |k| ((k - base) / gn) * gm + *ip.add(k) as usize,
+                true,
             )
         };
     }
