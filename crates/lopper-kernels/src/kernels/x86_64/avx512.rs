@@ -146,6 +146,7 @@ unsafe fn micro<const R: usize>(t: &Tile) {
 /// is readable for `k` in `ks`, and `j0 < n`.
 #[inline]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // a hot inner routine: plain arguments stay in registers
 unsafe fn tile<const V: usize, T: SimdVal>(
     out: *mut f32,
     n: usize,
