@@ -25,12 +25,15 @@ struct Cli {
 enum Command {
     /// Benchmark sparse kernels (`lopper bench kernels`) against the dense baseline, side by side.
     Bench(cmd::bench::BenchArgs),
+    /// Train a zoo model on Fashion-MNIST with a recipe's pruning plan (`--recipe FILE --out DIR`).
+    Train(cmd::train::TrainArgs),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Train(args) => cmd::train::run(args),
     }
 }
 

@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod bench_kernels;
 pub mod bench_targets;
+pub mod train;

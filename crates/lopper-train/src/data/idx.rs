@@ -27,13 +27,25 @@ pub enum IdxError {
     #[error("{path}: unsupported IDX element type 0x{code:02x} (only unsigned bytes, 0x08)")]
     UnsupportedType { path: PathBuf, code: u8 },
     #[error("{path}: expected {expected} dimensions, header has {actual}")]
-    WrongRank { path: PathBuf, expected: usize, actual: usize },
+    WrongRank {
+        path: PathBuf,
+        expected: usize,
+        actual: usize,
+    },
     #[error("{path}: header promises {expected} bytes of data but the file holds {actual}")]
-    Truncated { path: PathBuf, expected: usize, actual: usize },
+    Truncated {
+        path: PathBuf,
+        expected: usize,
+        actual: usize,
+    },
     #[error("{path}: {extra} bytes after the data the header describes")]
     TrailingBytes { path: PathBuf, extra: usize },
     #[error("{path}: header promises {bytes} bytes, over the limit of {limit}")]
-    TooLarge { path: PathBuf, bytes: usize, limit: usize },
+    TooLarge {
+        path: PathBuf,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("{path}: label {label} at index {index} is outside 0..{classes}")]
     LabelOutOfRange {
         path: PathBuf,
@@ -59,7 +71,10 @@ pub struct IdxArray {
 
 /// Reads an IDX file, gunzipping it when it starts with the gzip magic.
 pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
-    let io = |source| IdxError::Io { path: path.to_path_buf(), source };
+    let io = |source| IdxError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let raw = std::fs::read(path).map_err(io)?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -84,7 +99,10 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
         return Err(IdxError::BadMagic { path: p(), magic });
     }
     if bytes[2] != 0x08 {
-        return Err(IdxError::UnsupportedType { path: p(), code: bytes[2] });
+        return Err(IdxError::UnsupportedType {
+            path: p(),
+            code: bytes[2],
+        });
     }
     let ndim = bytes[3] as usize;
     let header = 4 + 4 * ndim;
@@ -96,7 +114,9 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
         });
     }
     let dims: Vec<usize> = (0..ndim)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
         .collect();
     let total = dims
         .iter()
@@ -158,13 +178,23 @@ mod tests {
     fn rejects_unsupported_type() {
         let mut b = idx(&[1], &[0, 0, 0, 0]);
         b[2] = 0x0d;
-        assert!(matches!(parse_idx(Path::new("t"), &b), Err(IdxError::UnsupportedType { code: 0x0d, .. })));
+        assert!(matches!(
+            parse_idx(Path::new("t"), &b),
+            Err(IdxError::UnsupportedType { code: 0x0d, .. })
+        ));
     }
 
     #[test]
     fn rejects_truncated_data() {
         let e = parse_idx(Path::new("t"), &idx(&[10], &[1, 2, 3])).unwrap_err();
-        assert!(matches!(e, IdxError::Truncated { expected: 10, actual: 3, .. }));
+        assert!(matches!(
+            e,
+            IdxError::Truncated {
+                expected: 10,
+                actual: 3,
+                ..
+            }
+        ));
     }
 
     #[test]

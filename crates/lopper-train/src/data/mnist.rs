@@ -21,7 +21,16 @@ pub const PIXELS: usize = SIDE * SIDE;
 
 /// Fashion-MNIST class names, in label order.
 pub const FASHION_LABELS: [&str; CLASSES] = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ];
 
 #[derive(Debug, Error)]
@@ -92,12 +101,19 @@ pub struct Dataset {
 
 /// Finds the dataset folder (see the module docs).
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
-    let mut searched = Vec::new();
     let env = std::env::var_os("LOPPER_DATA").map(PathBuf::from);
-    let candidates = explicit.map(Path::to_path_buf).into_iter().chain(env).chain([PathBuf::from(DEFAULT_DIR)]);
-    for dir in candidates {
-        if find_file(&dir, "train-images-idx3-ubyte").is_some() {
-            return Ok(dir);
+    locate_in(explicit, env.as_deref(), Path::new(DEFAULT_DIR))
+}
+
+fn locate_in(
+    explicit: Option<&Path>,
+    env: Option<&Path>,
+    default: &Path,
+) -> Result<PathBuf, DataError> {
+    let mut searched = Vec::new();
+    for dir in [explicit, env, Some(default)].into_iter().flatten() {
+        if find_file(dir, "train-images-idx3-ubyte").is_some() {
+            return Ok(dir.to_path_buf());
         }
         searched.push(dir.display().to_string());
     }
@@ -122,7 +138,11 @@ fn read_named(dir: &Path, stem: &'static str) -> Result<(PathBuf, IdxArray), Dat
     Ok((path, arr))
 }
 
-fn read_split(dir: &Path, images: &'static str, labels: &'static str) -> Result<(Vec<u8>, Vec<u8>), DataError> {
+fn read_split(
+    dir: &Path,
+    images: &'static str,
+    labels: &'static str,
+) -> Result<(Vec<u8>, Vec<u8>), DataError> {
     let (ipath, img) = read_named(dir, images)?;
     let (lpath, lab) = read_named(dir, labels)?;
     if img.dims.len() != 3 || img.dims[1] != SIDE || img.dims[2] != SIDE {
@@ -148,7 +168,12 @@ fn read_split(dir: &Path, images: &'static str, labels: &'static str) -> Result<
         }
         .into());
     }
-    if let Some((index, &label)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= CLASSES) {
+    if let Some((index, &label)) = lab
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= CLASSES)
+    {
         return Err(IdxError::LabelOutOfRange {
             path: lpath,
             index,
@@ -162,13 +187,22 @@ fn read_split(dir: &Path, images: &'static str, labels: &'static str) -> Result<
 
 /// Loads and standardises both splits of the dataset in `dir`.
 pub fn load(dir: &Path) -> Result<Dataset, DataError> {
-    let (train_img, train_lab) = read_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+    let (train_img, train_lab) =
+        read_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
     let (test_img, test_lab) = read_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
     let n = train_img.len().max(1) as f64;
     let mean = train_img.iter().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
-    let var = train_img.iter().map(|&p| (p as f64 / 255.0 - mean).powi(2)).sum::<f64>() / n;
+    let var = train_img
+        .iter()
+        .map(|&p| (p as f64 / 255.0 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let (mean, std) = (mean as f32, (var.sqrt() as f32).max(1e-6));
-    let norm = |px: &[u8]| px.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect::<Vec<f32>>();
+    let norm = |px: &[u8]| {
+        px.iter()
+            .map(|&p| (p as f32 / 255.0 - mean) / std)
+            .collect::<Vec<f32>>()
+    };
     Ok(Dataset {
         dir: dir.to_path_buf(),
         train: Split {
@@ -187,7 +221,8 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
 /// A seeded order of example indices for one epoch, cut into batches on demand.
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     order.shuffle(&mut rng);
     order
 }
@@ -209,12 +244,32 @@ mod tests {
 
     #[test]
     fn missing_dataset_says_how_to_get_it() {
-        let err = locate(Some(Path::new("/nonexistent/lopper-data"))).map(|_| ()).unwrap_or_else(|e| {
-            let msg = e.to_string();
-            assert!(msg.contains("apt-get install -y dataset-fashion-mnist"), "{msg}");
-            assert!(msg.contains("/nonexistent/lopper-data"), "{msg}");
-        });
-        // On a machine with the Debian package the default folder is found instead.
-        let _ = err;
+        let e = locate_in(
+            Some(Path::new("/nonexistent/a")),
+            Some(Path::new("/nonexistent/b")),
+            Path::new("/nonexistent/c"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("apt-get install -y dataset-fashion-mnist"),
+            "{e}"
+        );
+        assert!(
+            e.contains("/nonexistent/a, /nonexistent/b, /nonexistent/c"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn explicit_folder_wins() {
+        let dir = std::env::temp_dir().join(format!("lopper-locate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte.gz"), b"").unwrap();
+        assert_eq!(
+            locate_in(Some(&dir), None, Path::new("/nonexistent")).unwrap(),
+            dir
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

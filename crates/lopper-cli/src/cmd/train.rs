@@ -1,0 +1,250 @@
+//! `lopper train --recipe FILE --out DIR`: trains a zoo model on Fashion-MNIST (or MNIST) with
+//! the recipe's pruning plan and writes the checkpoint, `report.json` and `report.md` into DIR.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lopper_train::data::mnist;
+use lopper_train::trainer::{train, EpochRecord, Observer, TrainOptions, TrainSummary};
+use lopper_train::Recipe;
+use serde::Serialize;
+
+use crate::util::write_atomic;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Recipe file (TOML), e.g. recipes/lenet300-gradual95.toml.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Output folder for the checkpoint and reports (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dataset folder (default: $LOPPER_DATA, then /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the report as JSON on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Evaluate on the first N test images only (0: all 10 000).
+    #[arg(long, default_value_t = 0)]
+    pub test_limit: usize,
+}
+
+/// `report.json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub recipe: String,
+    pub method: String,
+    pub seed: u64,
+    pub epochs: usize,
+    pub test_accuracy: f64,
+    pub sparsity: f64,
+    pub params_total: usize,
+    pub params_nonzero: usize,
+    pub prunable_total: usize,
+    pub prunable_nonzero: usize,
+    pub per_layer: Vec<lopper_train::prune::masks::LayerSparsity>,
+    pub epoch_seconds: Vec<f64>,
+    pub dense_macs: usize,
+    pub history: Vec<EpochRecord>,
+    pub data: String,
+    pub train_examples: usize,
+    pub test_examples: usize,
+    pub checkpoint: String,
+}
+
+struct Bar {
+    bar: ProgressBar,
+    quiet: bool,
+    last: Option<EpochRecord>,
+}
+
+impl Observer for Bar {
+    fn on_start(&mut self, epochs: usize, steps_per_epoch: usize, first_epoch: usize) {
+        self.bar.set_length((epochs * steps_per_epoch) as u64);
+        self.bar
+            .set_position((first_epoch * steps_per_epoch) as u64);
+    }
+    fn on_step(&mut self, epoch: usize, _step: usize, loss: f32, _sparsity: f64) {
+        self.bar.inc(1);
+        let (acc, sp) = self
+            .last
+            .as_ref()
+            .map_or((f64::NAN, 0.0), |r| (r.test_accuracy, r.sparsity));
+        self.bar.set_message(format!(
+            "epoch {} loss {loss:.4} | last test acc {:.2}% sparsity {:.1}%",
+            epoch + 1,
+            acc * 100.0,
+            sp * 100.0
+        ));
+    }
+    fn on_epoch(&mut self, r: &EpochRecord) {
+        if !self.quiet {
+            let line = format!(
+                "epoch {:>3}: loss {:.4}  test acc {:.2}%  sparsity {:.2}%  lr {:.2e}  {:.1}s",
+                r.epoch + 1,
+                r.train_loss,
+                r.test_accuracy * 100.0,
+                r.sparsity * 100.0,
+                r.lr,
+                r.seconds
+            );
+            self.bar.suspend(|| eprintln!("{line}"));
+        }
+        self.last = Some(r.clone());
+    }
+    fn on_prune(&mut self, step: usize, target: f64) {
+        if !self.quiet && (target * 1000.0).round() as i64 % 50 == 0 {
+            self.bar
+                .suspend(|| eprintln!("  step {step}: pruned to {:.1}%", target * 100.0));
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let recipe = Recipe::load(&args.recipe)?;
+    let dir = mnist::locate(args.data.as_deref())?;
+    eprintln!(
+        "lopper train: {} | model {} | seed {} | data {}",
+        args.recipe.display(),
+        recipe.model.name(),
+        recipe.seed,
+        dir.display()
+    );
+    let data = mnist::load(&dir)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .context("progress template")?,
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut obs = Bar {
+        bar,
+        quiet: args.json,
+        last: None,
+    };
+    let opts = TrainOptions {
+        out_dir: args.out.clone(),
+        recipe_path: args.recipe.clone(),
+        resume: args.resume,
+        test_limit: args.test_limit,
+    };
+    let summary = train(&recipe, &data, &opts, &mut obs)?;
+    obs.bar.finish_and_clear();
+    let report = build_report(&args, &recipe, &data, &summary);
+    let json = serde_json::to_string_pretty(&report)?;
+    write_atomic(&args.out.join("report.json"), json.as_bytes())?;
+    write_atomic(&args.out.join("report.md"), report_md(&report).as_bytes())?;
+    if args.json {
+        println!("{json}");
+    } else {
+        println!(
+            "{}: test accuracy {:.2}%, sparsity {:.2}% ({} of {} prunable weights nonzero); reports in {}",
+            report.model,
+            report.test_accuracy * 100.0,
+            report.sparsity * 100.0,
+            report.prunable_nonzero,
+            report.prunable_total,
+            args.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_report(
+    args: &TrainArgs,
+    recipe: &Recipe,
+    data: &mnist::Dataset,
+    s: &TrainSummary,
+) -> Report {
+    let method = match &recipe.pruning.schedule {
+        lopper_train::prune::Schedule::None if recipe.regularization.l1 > 0.0 => "l1".to_string(),
+        lopper_train::prune::Schedule::None => "dense".to_string(),
+        other => format!("{:?}", other)
+            .split([' ', '{'])
+            .next()
+            .unwrap_or("")
+            .to_lowercase(),
+    };
+    Report {
+        model: recipe.model.name().into(),
+        recipe: args.recipe.display().to_string(),
+        method,
+        seed: recipe.seed,
+        epochs: recipe.epochs,
+        test_accuracy: s.test_accuracy,
+        sparsity: s.sparsity.sparsity,
+        params_total: s.params_total,
+        params_nonzero: s.params_nonzero,
+        prunable_total: s.sparsity.total,
+        prunable_nonzero: s.sparsity.total - s.sparsity.zeros,
+        per_layer: s.sparsity.per_layer.clone(),
+        epoch_seconds: s.history.iter().map(|r| r.seconds).collect(),
+        dense_macs: s.dense_macs,
+        history: s.history.clone(),
+        data: data.dir.display().to_string(),
+        train_examples: if recipe.train_limit > 0 {
+            recipe.train_limit.min(data.train.len())
+        } else {
+            data.train.len()
+        },
+        test_examples: if args.test_limit > 0 {
+            args.test_limit.min(data.test.len())
+        } else {
+            data.test.len()
+        },
+        checkpoint: s.checkpoint.display().to_string(),
+    }
+}
+
+fn report_md(r: &Report) -> String {
+    let mut s = format!(
+        "# {} ({})\n\nRecipe `{}`, seed {}, {} epochs on {} training images; test set {} images from `{}`.\n\n\
+         | test accuracy | sparsity (prunable weights) | nonzero / total params |\n|---|---|---|\n| {:.2} % | {:.2} % | {} / {} |\n\n\
+         ## Per layer\n\n| layer | shape (burn layout) | sparsity |\n|---|---|---|\n",
+        r.model,
+        r.method,
+        r.recipe,
+        r.seed,
+        r.epochs,
+        r.train_examples,
+        r.test_examples,
+        r.data,
+        r.test_accuracy * 100.0,
+        r.sparsity * 100.0,
+        r.params_nonzero,
+        r.params_total
+    );
+    for l in &r.per_layer {
+        s.push_str(&format!(
+            "| {} | {:?} | {:.2} % |\n",
+            l.name,
+            l.shape,
+            l.sparsity * 100.0
+        ));
+    }
+    s.push_str("\n## Epochs\n\n| epoch | train loss | test accuracy | sparsity | lr | seconds |\n|---|---|---|---|---|---|\n");
+    for h in &r.history {
+        s.push_str(&format!(
+            "| {} | {:.4} | {:.2} % | {:.2} % | {:.2e} | {:.1} |\n",
+            h.epoch + 1,
+            h.train_loss,
+            h.test_accuracy * 100.0,
+            h.sparsity * 100.0,
+            h.lr,
+            h.seconds
+        ));
+    }
+    s
+}

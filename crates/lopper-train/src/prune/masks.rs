@@ -1,0 +1,251 @@
+//! Masks on burn modules, keyed by parameter path (`fc1.weight`, `conv2.weight`).
+//!
+//! A mask is a row-major `bool` per weight in burn's own layout of that parameter (Linear
+//! `[in, out]`, Conv2d `[out, in, kh, kw]`). Invariant kept by the trainer: after every optimiser
+//! step the masked weights are exactly zero, because both the gradients (before the step) and
+//! the weights (after it) are multiplied by the mask. Multiplying the weights is what makes it
+//! exact: optimiser state such as momentum or weight decay could otherwise move a masked weight.
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+
+/// A prunable parameter: its path, id, shape and current values.
+#[derive(Debug, Clone)]
+pub struct LayerInfo {
+    pub path: String,
+    pub id: ParamId,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl LayerInfo {
+    pub fn zeros(&self) -> usize {
+        self.values.iter().filter(|v| **v == 0.0).count()
+    }
+}
+
+/// Parameters of rank >= 2 whose path ends in `weight`.
+pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
+    struct Collect {
+        path: Vec<String>,
+        out: Vec<LayerInfo>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let path = self.path.join(".");
+            if D < 2 || !path.ends_with("weight") {
+                return;
+            }
+            let t = param.val();
+            let shape = t.dims().to_vec();
+            let values = t
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default();
+            self.out.push(LayerInfo {
+                path,
+                id: param.id,
+                shape,
+                values,
+            });
+        }
+    }
+    let mut c = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut c);
+    c.out
+}
+
+/// One mask per pruned parameter path.
+///
+/// The 0/1 factors are turned into tensors once per device and path and reused every step
+/// (weights and gradients live on different devices under autodiff, hence two caches).
+#[derive(Debug, Clone, Default)]
+pub struct Masks {
+    layers: BTreeMap<String, Vec<bool>>,
+    weight_factors: HashMap<String, Tensor<1>>,
+    grad_factors: HashMap<String, Tensor<1>>,
+}
+
+impl PartialEq for Masks {
+    fn eq(&self, other: &Self) -> bool {
+        self.layers == other.layers
+    }
+}
+
+fn cached_factor(
+    cache: &mut HashMap<String, Tensor<1>>,
+    layers: &BTreeMap<String, Vec<bool>>,
+    path: &str,
+    device: &burn::tensor::Device,
+) -> Option<Tensor<1>> {
+    if let Some(t) = cache.get(path) {
+        return Some(t.clone());
+    }
+    let keep = layers.get(path)?;
+    let factor: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+    let t = Tensor::<1>::from_data(TensorData::new(factor, [keep.len()]), device);
+    cache.insert(path.to_string(), t.clone());
+    Some(t)
+}
+
+impl Masks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, path: impl Into<String>, keep: Vec<bool>) {
+        let path = path.into();
+        self.weight_factors.remove(&path);
+        self.grad_factors.remove(&path);
+        self.layers.insert(path, keep);
+    }
+
+    pub fn get(&self, path: &str) -> Option<&[bool]> {
+        self.layers.get(path).map(Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<bool>)> {
+        self.layers.iter()
+    }
+
+    /// Multiplies every masked parameter by its mask, keeping parameter ids (so optimiser state
+    /// stays attached) and leaf status.
+    pub fn apply<M: Module>(&mut self, model: M) -> M {
+        if self.is_empty() {
+            return model;
+        }
+        struct Apply<'a> {
+            masks: &'a mut Masks,
+            path: Vec<String>,
+        }
+        impl ModuleMapper for Apply<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let path = self.path.join(".");
+                if !self.masks.layers.contains_key(&path) {
+                    return param;
+                }
+                let masks = &mut *self.masks;
+                param.map(|t| {
+                    let require_grad = t.is_require_grad();
+                    let factor =
+                        cached_factor(&mut masks.weight_factors, &masks.layers, &path, &t.device())
+                            .expect("mask exists for this path");
+                    let mask = factor.reshape(t.shape());
+                    let masked = (t * mask).detach();
+                    if require_grad {
+                        masked.require_grad()
+                    } else {
+                        masked
+                    }
+                })
+            }
+        }
+        model.map(&mut Apply {
+            masks: self,
+            path: Vec::new(),
+        })
+    }
+
+    /// Multiplies the gradients of masked parameters by their masks, so pruned weights receive
+    /// no update and optimiser state (momentum, Adam moments) does not build up for them.
+    pub fn mask_grads<M: Module>(&mut self, model: &M, grads: &mut GradientsParams) {
+        if self.is_empty() {
+            return;
+        }
+        struct MaskGrads<'a> {
+            masks: &'a mut Masks,
+            grads: &'a mut GradientsParams,
+            path: Vec<String>,
+        }
+        impl ModuleVisitor for MaskGrads<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let path = self.path.join(".");
+                if !self.masks.layers.contains_key(&path) {
+                    return;
+                }
+                if let Some(g) = self.grads.remove::<D>(param.id) {
+                    let masks = &mut *self.masks;
+                    let factor =
+                        cached_factor(&mut masks.grad_factors, &masks.layers, &path, &g.device())
+                            .expect("mask exists for this path");
+                    let mask = factor.reshape(g.shape());
+                    self.grads.register::<D>(param.id, g * mask);
+                }
+            }
+        }
+        model.visit(&mut MaskGrads {
+            masks: self,
+            grads,
+            path: Vec::new(),
+        });
+    }
+}
+
+/// Sparsity measured from the weights themselves: the fraction of exact zeros per prunable
+/// layer and over all of them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SparsityReport {
+    pub total: usize,
+    pub zeros: usize,
+    pub sparsity: f64,
+    pub per_layer: Vec<LayerSparsity>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LayerSparsity {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub sparsity: f64,
+}
+
+pub fn measure_sparsity<M: Module>(model: &M) -> SparsityReport {
+    let layers = prunable_layers(model);
+    let total: usize = layers.iter().map(|l| l.values.len()).sum();
+    let zeros: usize = layers.iter().map(LayerInfo::zeros).sum();
+    SparsityReport {
+        total,
+        zeros,
+        sparsity: if total == 0 {
+            0.0
+        } else {
+            zeros as f64 / total as f64
+        },
+        per_layer: layers
+            .iter()
+            .map(|l| LayerSparsity {
+                name: l.path.clone(),
+                shape: l.shape.clone(),
+                sparsity: l.zeros() as f64 / l.values.len().max(1) as f64,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,10 @@
+//! Pruning during training: masks keyed by parameter path, the criteria that choose them and
+//! the schedules that say when and how much.
+
+pub mod masks;
+pub mod schedule;
+pub mod select;
+
+pub use masks::{LayerInfo, Masks};
+pub use schedule::Schedule;
+pub use select::{Allocation, Criterion, PrunePlan};

@@ -1,0 +1,222 @@
+//! Choosing which weights to keep: criterion (magnitude or random), allocation (layer-wise or
+//! global, with a per-layer floor) and per-layer overrides.
+//!
+//! Already-pruned weights score zero, and a new mask is the AND of the old mask and the top-k
+//! of the scores, so a weight once pruned stays pruned even if a later target is lower.
+
+use std::collections::BTreeMap;
+
+use lopper_kernels::mask::top_k_mask;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::masks::{LayerInfo, Masks};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Criterion {
+    /// Smallest `|w|` pruned first.
+    Magnitude,
+    /// Uniformly random (a control for magnitude).
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocation {
+    /// Every layer pruned to the target.
+    Layerwise,
+    /// One threshold over all layers (subject to the per-layer floor).
+    Global,
+}
+
+/// How to turn a target sparsity into masks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrunePlan {
+    pub criterion: Criterion,
+    pub allocation: Allocation,
+    /// Under global allocation, every layer keeps at least this fraction of its weights.
+    pub min_density: f64,
+    /// Layers with their own final sparsity (path → sparsity); they scale with the schedule.
+    pub overrides: BTreeMap<String, f64>,
+    pub seed: u64,
+}
+
+impl PrunePlan {
+    /// Masks for `layers` at `target` (the scheduled sparsity; `final_target` is where the
+    /// schedule ends, used to scale per-layer overrides proportionally).
+    pub fn masks(
+        &self,
+        layers: &[LayerInfo],
+        old: &Masks,
+        target: f64,
+        final_target: f64,
+        event: u64,
+    ) -> Masks {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ event.wrapping_mul(0xA24B_AED4_963E_E407));
+        let scores: Vec<Vec<f32>> = layers
+            .iter()
+            .map(|l| {
+                let keep = old.get(&l.path);
+                l.values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        if keep.is_some_and(|k| !k[i]) {
+                            return 0.0;
+                        }
+                        match self.criterion {
+                            Criterion::Magnitude => v.abs(),
+                            Criterion::Random => rng.gen_range(f32::MIN_POSITIVE..1.0),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let layer_target = |path: &str| -> f64 {
+            match self.overrides.get(path) {
+                Some(&s) if final_target > 0.0 => (s * target / final_target).min(s),
+                Some(_) => 0.0,
+                None => target,
+            }
+        };
+        let mut out = Masks::new();
+        let global: Vec<usize> = (0..layers.len())
+            .filter(|&i| {
+                self.allocation == Allocation::Global
+                    && !self.overrides.contains_key(&layers[i].path)
+            })
+            .collect();
+        if !global.is_empty() {
+            let pooled: Vec<f32> = global
+                .iter()
+                .flat_map(|&i| scores[i].iter().copied())
+                .collect();
+            let keep = top_k_mask(&pooled, target);
+            let mut offset = 0;
+            for &i in &global {
+                let n = scores[i].len();
+                let mut m = keep[offset..offset + n].to_vec();
+                offset += n;
+                let kept = m.iter().filter(|&&k| k).count();
+                if (kept as f64) < self.min_density * n as f64 {
+                    m = top_k_mask(&scores[i], 1.0 - self.min_density);
+                }
+                out.insert(layers[i].path.clone(), and(old.get(&layers[i].path), m));
+            }
+        }
+        for (i, l) in layers.iter().enumerate() {
+            if global.contains(&i) {
+                continue;
+            }
+            let m = top_k_mask(&scores[i], layer_target(&l.path));
+            out.insert(l.path.clone(), and(old.get(&l.path), m));
+        }
+        out
+    }
+}
+
+fn and(old: Option<&[bool]>, new: Vec<bool>) -> Vec<bool> {
+    match old {
+        Some(o) => new.iter().zip(o).map(|(a, b)| *a && *b).collect(),
+        None => new,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::ParamId;
+
+    fn layer(path: &str, values: Vec<f32>) -> LayerInfo {
+        LayerInfo {
+            path: path.into(),
+            id: ParamId::new(),
+            shape: vec![values.len()],
+            values,
+        }
+    }
+
+    fn plan(allocation: Allocation) -> PrunePlan {
+        PrunePlan {
+            criterion: Criterion::Magnitude,
+            allocation,
+            min_density: 0.0,
+            overrides: BTreeMap::new(),
+            seed: 1,
+        }
+    }
+
+    fn kept(m: &Masks, p: &str) -> usize {
+        m.get(p).unwrap().iter().filter(|&&k| k).count()
+    }
+
+    #[test]
+    fn layerwise_prunes_each_layer_to_target() {
+        let layers = [
+            layer("a", vec![1.0, 2.0, 3.0, 4.0]),
+            layer("b", vec![10.0, 20.0, 30.0, 40.0]),
+        ];
+        let m = plan(Allocation::Layerwise).masks(&layers, &Masks::new(), 0.5, 0.5, 0);
+        assert_eq!(m.get("a").unwrap(), &[false, false, true, true]);
+        assert_eq!(kept(&m, "b"), 2);
+    }
+
+    #[test]
+    fn global_uses_one_threshold() {
+        let layers = [
+            layer("a", vec![1.0, 2.0, 3.0, 4.0]),
+            layer("b", vec![10.0, 20.0, 30.0, 40.0]),
+        ];
+        let m = plan(Allocation::Global).masks(&layers, &Masks::new(), 0.5, 0.5, 0);
+        assert_eq!(kept(&m, "a"), 0);
+        assert_eq!(kept(&m, "b"), 4);
+    }
+
+    #[test]
+    fn global_respects_the_floor() {
+        let layers = [
+            layer("a", vec![1.0, 2.0, 3.0, 4.0]),
+            layer("b", vec![10.0, 20.0, 30.0, 40.0]),
+        ];
+        let mut p = plan(Allocation::Global);
+        p.min_density = 0.25;
+        let m = p.masks(&layers, &Masks::new(), 0.5, 0.5, 0);
+        assert_eq!(m.get("a").unwrap(), &[false, false, false, true]);
+    }
+
+    #[test]
+    fn pruned_weights_never_come_back() {
+        let layers = [layer("a", vec![5.0, 1.0, 3.0, 4.0])];
+        let mut old = Masks::new();
+        old.insert("a", vec![false, true, true, true]);
+        // A lower target would keep 3, but the first weight was already pruned.
+        let m = plan(Allocation::Layerwise).masks(&layers, &old, 0.25, 0.5, 0);
+        assert!(!m.get("a").unwrap()[0]);
+    }
+
+    #[test]
+    fn overrides_scale_with_the_schedule() {
+        let layers = [layer("a", vec![1.0; 10]), layer("b", vec![1.0; 10])];
+        let mut p = plan(Allocation::Layerwise);
+        p.overrides.insert("b".into(), 0.4);
+        let m = p.masks(&layers, &Masks::new(), 0.4, 0.8, 0); // halfway through the schedule
+        assert_eq!(kept(&m, "a"), 6);
+        assert_eq!(kept(&m, "b"), 8);
+    }
+
+    #[test]
+    fn random_criterion_is_seeded() {
+        let layers = [layer("a", (0..100).map(|i| i as f32).collect())];
+        let mut p = plan(Allocation::Layerwise);
+        p.criterion = Criterion::Random;
+        let a = p.masks(&layers, &Masks::new(), 0.5, 0.5, 3);
+        let b = p.masks(&layers, &Masks::new(), 0.5, 0.5, 3);
+        assert_eq!(a, b);
+        assert_eq!(kept(&a, "a"), 50);
+        let magnitude = plan(Allocation::Layerwise).masks(&layers, &Masks::new(), 0.5, 0.5, 3);
+        assert_ne!(a, magnitude);
+    }
+}

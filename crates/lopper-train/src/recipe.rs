@@ -1,0 +1,420 @@
+//! Training recipes: TOML files naming the model, data, optimiser, epochs and pruning plan.
+//!
+//! Parsing is strict: an unknown key, a sparsity outside `[0, 1)` or an unknown layer name is an
+//! error that names the file, the key and the reason. Defaults are those a practitioner would
+//! pick for these models (Adam 1e-3, batch 128, cosine learning rate, magnitude, layer-wise).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::ZooModel;
+use crate::prune::{Allocation, Criterion, Schedule};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RecipeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub model: ZooModel,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Train on the first N training examples only (0: all 60 000).
+    #[serde(default)]
+    pub train_limit: usize,
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    #[serde(default)]
+    pub pruning: PruningSpec,
+    #[serde(default)]
+    pub regularization: Regularization,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_batch() -> usize {
+    128
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    Sgd {
+        lr: f64,
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+fn default_momentum() -> f64 {
+    0.9
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        OptimizerSpec::Adam {
+            lr: 1e-3,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl OptimizerSpec {
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd { lr, .. } | OptimizerSpec::Adam { lr, .. } => *lr,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LrSchedule {
+    Constant,
+    /// Multiply by `gamma` every `every_epochs`.
+    Step {
+        every_epochs: usize,
+        gamma: f64,
+    },
+    /// Cosine decay from the base rate to `min_lr` over all epochs.
+    #[default]
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate at `step` of `total` steps (`steps_per_epoch` per epoch).
+    pub fn lr(&self, base: f64, step: usize, total: usize, steps_per_epoch: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Step {
+                every_epochs,
+                gamma,
+            } => base * gamma.powi((step / steps_per_epoch.max(1) / (*every_epochs).max(1)) as i32),
+            LrSchedule::Cosine => {
+                let t = step as f64 / total.max(1) as f64;
+                base * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruningSpec {
+    #[serde(default = "default_criterion")]
+    pub criterion: Criterion,
+    #[serde(default = "default_allocation")]
+    pub allocation: Allocation,
+    /// Under global allocation, the least fraction of weights every layer keeps.
+    #[serde(default)]
+    pub min_density: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Final sparsity of particular layers, by parameter path (e.g. `"fc3.weight" = 0.8`).
+    #[serde(default)]
+    pub overrides: BTreeMap<String, f64>,
+}
+
+fn default_criterion() -> Criterion {
+    Criterion::Magnitude
+}
+fn default_allocation() -> Allocation {
+    Allocation::Layerwise
+}
+fn default_schedule() -> Schedule {
+    Schedule::None
+}
+
+impl Default for PruningSpec {
+    fn default() -> Self {
+        Self {
+            criterion: default_criterion(),
+            allocation: default_allocation(),
+            min_density: 0.0,
+            schedule: Schedule::None,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regularization {
+    /// λ of the L1 penalty `λ Σ|W|` over prunable weights, added to the loss.
+    #[serde(default)]
+    pub l1: f64,
+}
+
+impl Recipe {
+    /// Reads and validates a recipe file.
+    pub fn load(path: &Path) -> Result<Self, RecipeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses recipe text; `path` names the source in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, RecipeError> {
+        let recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        recipe.validate(path)?;
+        Ok(recipe)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), RecipeError> {
+        let bad = |key: &str, reason: String| RecipeError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        let sparsity = |key: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(bad(key, format!("sparsity {v} is outside [0, 1)")))
+            }
+        };
+        if self.epochs == 0 {
+            return Err(bad("epochs", "must be at least 1".into()));
+        }
+        if self.batch_size == 0 || self.batch_size > 65_536 {
+            return Err(bad("batch_size", "must be in 1..=65536".into()));
+        }
+        let lr = self.optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(bad(
+                "optimizer.lr",
+                format!("{lr} is not a positive number"),
+            ));
+        }
+        if !(self.regularization.l1.is_finite() && self.regularization.l1 >= 0.0) {
+            return Err(bad(
+                "regularization.l1",
+                "must be a non-negative number".into(),
+            ));
+        }
+        let p = &self.pruning;
+        if !(0.0..=1.0).contains(&p.min_density) {
+            return Err(bad(
+                "pruning.min_density",
+                format!("{} is outside [0, 1]", p.min_density),
+            ));
+        }
+        for (layer, &s) in &p.overrides {
+            sparsity(&format!("pruning.overrides.\"{layer}\""), s)?;
+        }
+        match &p.schedule {
+            Schedule::None => {}
+            Schedule::OneShot { epoch, target } => {
+                sparsity("pruning.schedule.target", *target)?;
+                if *epoch >= self.epochs {
+                    return Err(bad(
+                        "pruning.schedule.epoch",
+                        format!("{epoch} is not before the last epoch ({})", self.epochs),
+                    ));
+                }
+            }
+            Schedule::Periodic {
+                rate,
+                every,
+                target,
+                ..
+            } => {
+                sparsity("pruning.schedule.target", *target)?;
+                sparsity("pruning.schedule.rate", *rate)?;
+                if *every == 0 {
+                    return Err(bad("pruning.schedule.every", "must be at least 1".into()));
+                }
+            }
+            Schedule::Gradual {
+                initial,
+                target,
+                start_epoch,
+                end_epoch,
+                every_steps,
+            } => {
+                sparsity("pruning.schedule.initial", *initial)?;
+                sparsity("pruning.schedule.target", *target)?;
+                if start_epoch > end_epoch || *end_epoch > self.epochs {
+                    return Err(bad(
+                        "pruning.schedule.end_epoch",
+                        format!("need start_epoch <= end_epoch <= epochs ({start_epoch}, {end_epoch}, {})", self.epochs),
+                    ));
+                }
+                if *every_steps == 0 {
+                    return Err(bad(
+                        "pruning.schedule.every_steps",
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
+            Schedule::Iterative { epochs, targets } => {
+                if epochs.len() != targets.len() || epochs.is_empty() {
+                    return Err(bad(
+                        "pruning.schedule.targets",
+                        "needs one target per epoch in `epochs`".into(),
+                    ));
+                }
+                for &t in targets {
+                    sparsity("pruning.schedule.targets", t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every override names a prunable layer of the model.
+    pub fn check_layers(&self, path: &Path, layers: &[String]) -> Result<(), RecipeError> {
+        for name in self.pruning.overrides.keys() {
+            if !layers.contains(name) {
+                return Err(RecipeError::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("pruning.overrides.\"{name}\""),
+                    reason: format!(
+                        "no prunable layer of that name in {} (it has: {})",
+                        self.model.name(),
+                        layers.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+model = "lenet300"
+epochs = 10
+[optimizer]
+kind = "sgd"
+lr = 0.05
+[pruning]
+allocation = "global"
+schedule = { kind = "gradual", target = 0.95, start_epoch = 1, end_epoch = 8, every_steps = 100 }
+overrides = { "fc3.weight" = 0.5 }
+"#;
+
+    fn parse(text: &str) -> Result<Recipe, RecipeError> {
+        Recipe::parse(Path::new("r.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_full_recipe() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.model, ZooModel::Lenet300);
+        assert_eq!(r.seed, 42);
+        assert_eq!(r.pruning.allocation, Allocation::Global);
+        assert_eq!(r.pruning.schedule.final_target(), 0.95);
+        assert!(matches!(r.optimizer, OptimizerSpec::Sgd { momentum, .. } if momentum == 0.9));
+    }
+
+    #[test]
+    fn rejects_unknown_key() {
+        let e = parse(&GOOD.replace("epochs = 10", "epochs = 10\nepoch = 3")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("r.toml: ") && msg.contains("epoch"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_sparsity_out_of_range() {
+        let e = parse(&GOOD.replace("target = 0.95", "target = 1.0")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "r.toml: key `pruning.schedule.target`: sparsity 1 is outside [0, 1)"
+        );
+        let e = parse(&GOOD.replace("= 0.5 }", "= -0.1 }")).unwrap_err();
+        assert!(
+            e.to_string().contains("pruning.overrides.\"fc3.weight\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_layer() {
+        let r = parse(&GOOD.replace("fc3.weight", "fc9.weight")).unwrap();
+        let e = r
+            .check_layers(
+                Path::new("r.toml"),
+                &["fc1.weight".into(), "fc3.weight".into()],
+            )
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("r.toml: key `pruning.overrides.\"fc9.weight\"`: no prunable layer"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_model_and_schedule() {
+        assert!(parse(&GOOD.replace("lenet300", "vgg16"))
+            .unwrap_err()
+            .to_string()
+            .contains("vgg16"));
+        assert!(parse(&GOOD.replace("\"gradual\"", "\"sometimes\"")).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_schedule_window() {
+        let e = parse(&GOOD.replace("end_epoch = 8", "end_epoch = 11")).unwrap_err();
+        assert!(e.to_string().contains("pruning.schedule.end_epoch"), "{e}");
+    }
+
+    #[test]
+    fn cosine_lr_decays_to_zero() {
+        let s = LrSchedule::Cosine;
+        assert_eq!(s.lr(0.1, 0, 100, 10), 0.1);
+        assert!((s.lr(0.1, 50, 100, 10) - 0.05).abs() < 1e-12);
+        assert!(s.lr(0.1, 100, 100, 10).abs() < 1e-12);
+        let st = LrSchedule::Step {
+            every_epochs: 2,
+            gamma: 0.1,
+        };
+        assert!((st.lr(1.0, 45, 100, 10) - 0.01).abs() < 1e-12);
+    }
+}

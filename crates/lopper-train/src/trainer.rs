@@ -1,0 +1,452 @@
+//! The training loop: seeded data order, SGD or Adam, per-epoch evaluation, pruning events from
+//! the recipe's schedule with masks enforced on gradients and weights, atomic checkpoints and
+//! resume, and a stop with a clear message on a non-finite loss.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
+use crate::model::{Classifier, Lenet300, Lenet5, ZooModel};
+use crate::prune::masks::{measure_sparsity, prunable_layers, SparsityReport};
+use crate::prune::{Masks, PrunePlan};
+use crate::recipe::{OptimizerSpec, Recipe, RecipeError};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "loss became {loss} at epoch {epoch}, step {step} (learning rate too high?); training stopped. \
+         The last good checkpoint is {checkpoint}"
+    )]
+    NonFiniteLoss {
+        loss: f32,
+        epoch: usize,
+        step: usize,
+        checkpoint: String,
+    },
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test_accuracy: f64,
+    pub sparsity: f64,
+    pub seconds: f64,
+    pub lr: f64,
+}
+
+/// Progress callbacks, so the library stays free of terminal code.
+pub trait Observer {
+    fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize, _first_epoch: usize) {}
+    fn on_step(&mut self, _epoch: usize, _step_in_epoch: usize, _loss: f32, _sparsity: f64) {}
+    fn on_epoch(&mut self, _record: &EpochRecord) {}
+    fn on_prune(&mut self, _step: usize, _target: f64) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Options beside the recipe.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub out_dir: PathBuf,
+    pub recipe_path: PathBuf,
+    pub resume: bool,
+    /// Evaluate on the first N test examples only (0: all).
+    pub test_limit: usize,
+}
+
+/// The result of a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub history: Vec<EpochRecord>,
+    pub test_accuracy: f64,
+    pub sparsity: SparsityReportOwned,
+    pub params_total: usize,
+    pub params_nonzero: usize,
+    pub dense_macs: usize,
+    pub checkpoint: PathBuf,
+}
+
+/// Serializable copy of [`SparsityReport`].
+pub type SparsityReportOwned = SparsityReport;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    next_epoch: usize,
+    history: Vec<EpochRecord>,
+    prune_events: u64,
+}
+
+const MODEL_FILE: &str = "model.bpk";
+const OPTIM_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "state.json";
+
+/// Trains the recipe's model on `data`.
+pub fn train(
+    recipe: &Recipe,
+    data: &Dataset,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+) -> Result<TrainSummary, TrainError> {
+    crate::denormals::flush_denormals();
+    let device = Device::flex().autodiff();
+    device.seed(recipe.seed);
+    match recipe.model {
+        ZooModel::Lenet300 => run(Lenet300::new(&device), &device, recipe, data, opts, obs),
+        ZooModel::Lenet5 => run(Lenet5::new(&device), &device, recipe, data, opts, obs),
+    }
+}
+
+fn optimizer(spec: &OptimizerSpec) -> burn::optim::ModuleOptimizer {
+    match spec {
+        OptimizerSpec::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            ..
+        } => {
+            let mut c = SgdConfig::new().with_momentum(Some(MomentumConfig {
+                momentum: *momentum,
+                dampening: 0.0,
+                nesterov: *nesterov,
+            }));
+            if *weight_decay > 0.0 {
+                c = c.with_weight_decay(Some(WeightDecayConfig::new(*weight_decay as f32)));
+            }
+            c.init()
+        }
+        OptimizerSpec::Adam { weight_decay, .. } => {
+            let mut c = AdamConfig::new().with_epsilon(1e-8);
+            if *weight_decay > 0.0 {
+                c = c.with_weight_decay(Some(WeightDecayConfig::new(*weight_decay as f32)));
+            }
+            c.init()
+        }
+    }
+}
+
+fn run<M: Classifier>(
+    mut model: M,
+    device: &Device,
+    recipe: &Recipe,
+    data: &Dataset,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+) -> Result<TrainSummary, TrainError> {
+    let layer_names: Vec<String> = prunable_layers(&model)
+        .into_iter()
+        .map(|l| l.path)
+        .collect();
+    recipe.check_layers(&opts.recipe_path, &layer_names)?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| TrainError::Io {
+        path: opts.out_dir.clone(),
+        source,
+    })?;
+    let train_split = if recipe.train_limit > 0 {
+        data.train.take(recipe.train_limit)
+    } else {
+        data.train.clone()
+    };
+    let test_split = if opts.test_limit > 0 {
+        data.test.take(opts.test_limit)
+    } else {
+        data.test.clone()
+    };
+    let mut optim = optimizer(&recipe.optimizer);
+    let plan = PrunePlan {
+        criterion: recipe.pruning.criterion,
+        allocation: recipe.pruning.allocation,
+        min_density: recipe.pruning.min_density,
+        overrides: recipe.pruning.overrides.clone(),
+        seed: recipe.seed,
+    };
+    let schedule = &recipe.pruning.schedule;
+    let final_target = schedule.final_target();
+    let mut masks = Masks::new();
+    let mut state = State {
+        next_epoch: 0,
+        history: Vec::new(),
+        prune_events: 0,
+    };
+    let ckpt = opts.out_dir.join(MODEL_FILE);
+    if opts.resume {
+        (model, optim, masks, state) = resume(model, optim, &opts.out_dir)?;
+    }
+    let batch = recipe.batch_size;
+    let spe = train_split.len().div_ceil(batch).max(1);
+    let total_steps = spe * recipe.epochs;
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    obs.on_start(recipe.epochs, spe, state.next_epoch);
+    for epoch in state.next_epoch..recipe.epochs {
+        let started = Instant::now();
+        let order = epoch_order(train_split.len(), recipe.seed, epoch);
+        let mut loss_sum = 0.0f64;
+        let mut lr = 0.0;
+        for (bi, chunk) in order.chunks(batch).enumerate() {
+            let step = epoch * spe + bi;
+            if let Some(target) = schedule.target_at(step, spe) {
+                let layers = prunable_layers(&model);
+                masks = plan.masks(&layers, &masks, target, final_target, state.prune_events);
+                model = masks.apply(model);
+                state.prune_events += 1;
+                obs.on_prune(step, target);
+            }
+            let (images, labels) = train_split.gather(chunk);
+            let (x, y) = batch_tensors(images, labels, device);
+            let logits = model.forward(x);
+            let mut loss = loss_fn.forward(logits, y);
+            if recipe.regularization.l1 > 0.0 {
+                loss = loss + l1_penalty(&model, device) * recipe.regularization.l1;
+            }
+            let loss_value: f32 = loss.clone().into_scalar::<f32>();
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    loss: loss_value,
+                    epoch,
+                    step,
+                    checkpoint: if ckpt.exists() {
+                        ckpt.display().to_string()
+                    } else {
+                        "none (no epoch finished yet)".into()
+                    },
+                });
+            }
+            loss_sum += loss_value as f64;
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            masks.mask_grads(&model, &mut grads);
+            lr = recipe
+                .lr_schedule
+                .lr(recipe.optimizer.lr(), step, total_steps, spe);
+            model = optim.step(lr, model, grads);
+            model = masks.apply(model);
+            obs.on_step(epoch, bi, loss_value, 0.0);
+        }
+        let accuracy = evaluate(&model, &test_split);
+        let sparsity = measure_sparsity(&model).sparsity;
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / spe as f64,
+            test_accuracy: accuracy,
+            sparsity,
+            seconds: started.elapsed().as_secs_f64(),
+            lr,
+        };
+        obs.on_epoch(&record);
+        state.history.push(record);
+        state.next_epoch = epoch + 1;
+        save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
+    }
+    let sparsity = measure_sparsity(&model);
+    let (params_total, params_nonzero) = count_params(&model);
+    Ok(TrainSummary {
+        test_accuracy: state
+            .history
+            .last()
+            .map_or_else(|| evaluate(&model, &test_split), |r| r.test_accuracy),
+        history: state.history,
+        sparsity,
+        params_total,
+        params_nonzero,
+        dense_macs: model.dense_macs(),
+        checkpoint: ckpt,
+    })
+}
+
+fn batch_tensors(
+    images: Vec<f32>,
+    labels: Vec<u8>,
+    device: &Device,
+) -> (Tensor<2>, Tensor<1, Int>) {
+    let b = labels.len();
+    let x = Tensor::<2>::from_data(TensorData::new(images, [b, PIXELS]), device);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new(labels.into_iter().map(i32::from).collect::<Vec<_>>(), [b]),
+        device,
+    );
+    (x, y)
+}
+
+/// `Σ|W|` over prunable weights, as a one-element tensor in the autodiff graph.
+fn l1_penalty<M: Module>(model: &M, device: &Device) -> Tensor<1> {
+    struct L1 {
+        path: Vec<String>,
+        sum: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for L1 {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D >= 2 && self.path.last().is_some_and(|p| p == "weight") {
+                let s = param.val().abs().sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(acc) => acc + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut v = L1 {
+        path: Vec::new(),
+        sum: None,
+    };
+    model.visit(&mut v);
+    v.sum.unwrap_or_else(|| Tensor::<1>::zeros([1], device))
+}
+
+/// Test accuracy in `[0, 1]`, evaluated without autodiff in batches of 1000.
+pub fn evaluate<M: Classifier>(model: &M, split: &Split) -> f64 {
+    let model = model.valid();
+    let device = Device::flex();
+    let mut correct = 0usize;
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(1000) {
+        let (images, labels) = split.gather(chunk);
+        let b = labels.len();
+        let x = Tensor::<2>::from_data(TensorData::new(images, [b, PIXELS]), &device);
+        let logits = model
+            .forward(x)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        for (row, &label) in logits.chunks(10).zip(&labels) {
+            let pred = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            correct += usize::from(pred == label as usize);
+        }
+    }
+    correct as f64 / split.len().max(1) as f64
+}
+
+/// All float parameters and how many of them are nonzero.
+pub fn count_params<M: Module>(model: &M) -> (usize, usize) {
+    struct Count {
+        total: usize,
+        nonzero: usize,
+    }
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let v = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default();
+            self.total += v.len();
+            self.nonzero += v.iter().filter(|x| **x != 0.0).count();
+        }
+    }
+    let mut c = Count {
+        total: 0,
+        nonzero: 0,
+    };
+    model.visit(&mut c);
+    (c.total, c.nonzero)
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes model, optimizer and loop state, each to a temporary file renamed into place; the
+/// state file goes last, so a crash never pairs a new state with an old model.
+fn save_checkpoint<M: Module>(
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    state: &State,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let err = |path: &Path, message: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let model_path = dir.join(MODEL_FILE);
+    let optim_path = dir.join(OPTIM_FILE);
+    let state_path = dir.join(STATE_FILE);
+    model
+        .clone()
+        .save_file(tmp_path(&model_path))
+        .map_err(|e| err(&model_path, e.to_string()))?;
+    optim
+        .save(tmp_path(&optim_path))
+        .map_err(|e| err(&optim_path, e.to_string()))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| err(&state_path, e.to_string()))?;
+    std::fs::write(tmp_path(&state_path), json).map_err(|source| TrainError::Io {
+        path: state_path.clone(),
+        source,
+    })?;
+    for p in [&model_path, &optim_path, &state_path] {
+        std::fs::rename(tmp_path(p), p).map_err(|source| TrainError::Io {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Restores model, optimizer state, masks (the zero pattern of the prunable weights) and loop
+/// state from a checkpoint folder.
+fn resume<M: Module>(
+    model: M,
+    optim: burn::optim::ModuleOptimizer,
+    dir: &Path,
+) -> Result<(M, burn::optim::ModuleOptimizer, Masks, State), TrainError> {
+    let err = |path: &Path, message: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let state_path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state_path).map_err(|source| TrainError::Io {
+        path: state_path.clone(),
+        source,
+    })?;
+    let state: State = serde_json::from_str(&text)
+        .map_err(|e| err(&state_path, format!("not a lopper training state: {e}")))?;
+    let model_path = dir.join(MODEL_FILE);
+    let model = model
+        .try_load_file(&model_path)
+        .map_err(|e| err(&model_path, e.to_string()))?;
+    let optim_path = dir.join(OPTIM_FILE);
+    let optim = optim
+        .load(&optim_path)
+        .map_err(|e| err(&optim_path, e.to_string()))?;
+    let mut masks = Masks::new();
+    if state.prune_events > 0 {
+        for l in prunable_layers(&model) {
+            masks.insert(l.path.clone(), l.values.iter().map(|v| *v != 0.0).collect());
+        }
+    }
+    Ok((model, optim, masks, state))
+}
