@@ -76,6 +76,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Evaluate on the first N test examples only (0: all).
     pub test_limit: usize,
+    /// Stop after this many epochs of this run (the checkpoint lets `resume` continue), e.g. to
+    /// fit a long training into several sessions.
+    pub stop_after: Option<usize>,
 }
 
 /// The result of a training run.
@@ -200,7 +203,11 @@ fn run<M: Classifier>(
     let total_steps = spe * recipe.epochs;
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     obs.on_start(recipe.epochs, spe, state.next_epoch);
-    for epoch in state.next_epoch..recipe.epochs {
+    let last_epoch = match opts.stop_after {
+        Some(n) => (state.next_epoch + n).min(recipe.epochs),
+        None => recipe.epochs,
+    };
+    for epoch in state.next_epoch..last_epoch {
         let started = Instant::now();
         let order = epoch_order(train_split.len(), recipe.seed, epoch);
         let mut loss_sum = 0.0f64;

@@ -34,6 +34,9 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only (0: all 10 000).
     #[arg(long, default_value_t = 0)]
     pub test_limit: usize,
+    /// Stop after N epochs of this run, leaving a checkpoint that --resume continues from.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
 }
 
 /// `report.json`.
@@ -139,6 +142,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         recipe_path: args.recipe.clone(),
         resume: args.resume,
         test_limit: args.test_limit,
+        stop_after: args.stop_after,
     };
     let summary = train(&recipe, &data, &opts, &mut obs)?;
     obs.bar.finish_and_clear();
