@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -65,7 +64,7 @@ fn pruned_weights_stay_zero_under_sgd_momentum_and_weight_decay() {
     let mut rng = lopper_kernels::synth::rng(9);
     for step in 0..300 {
         let x = lopper_kernels::synth::random_vec(32 * 784, &mut rng);
-        let y: Vec<i32> = (0..32).map(|i| ((i * 7 + step) % 10) as i32).collect();
+        let y: Vec<i32> = (0..32).map(|i| (i * 7 + step) % 10).collect();
         let x = Tensor::<2>::from_data(TensorData::new(x, [32, 784]), &device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(y, [32]), &device);
         let loss = loss_fn.forward(model.forward(x), y);
