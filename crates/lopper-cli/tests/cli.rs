@@ -116,3 +116,77 @@ fn bench_writes_out_file_atomically() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Targets"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn train_writes_report_json_with_the_documented_fields() {
+    let dir = std::env::temp_dir().join(format!("lopper-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = dir.join("tiny.toml");
+    std::fs::write(
+        &recipe,
+        "model = \"lenet300\"\nepochs = 2\ntrain_limit = 3000\n[pruning]\nschedule = { kind = \"one_shot\", epoch = 1, target = 0.7 }\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = lopper()
+        .args(["train", "--json", "--test-limit", "1000", "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    for f in [
+        "model",
+        "recipe",
+        "seed",
+        "epochs",
+        "test_accuracy",
+        "sparsity",
+        "params_total",
+        "params_nonzero",
+        "per_layer",
+        "epoch_seconds",
+    ] {
+        assert!(report.get(f).is_some(), "report.json lacks {f}");
+    }
+    assert_eq!(report["model"], "lenet300");
+    assert_eq!(report["epoch_seconds"].as_array().unwrap().len(), 2);
+    assert!((report["sparsity"].as_f64().unwrap() - 0.7).abs() < 1e-3);
+    let stdout: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stdout, report, "--json prints the report");
+    assert!(out_dir.join("report.md").exists() && out_dir.join("model.bpk").exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seed 42"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_rejects_a_bad_recipe_naming_file_and_key() {
+    let dir = std::env::temp_dir().join(format!("lopper-cli-badrecipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = dir.join("bad.toml");
+    std::fs::write(&recipe, "model = \"lenet300\"\nepochs = 1\n[pruning]\nschedule = { kind = \"one_shot\", epoch = 0, target = 1.5 }\n").unwrap();
+    let out = lopper()
+        .args(["train", "--out"])
+        .arg(dir.join("o"))
+        .arg("--recipe")
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("pruning.schedule.target")
+            && err.contains("outside [0, 1)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

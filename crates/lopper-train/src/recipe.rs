@@ -245,10 +245,10 @@ impl Recipe {
             Schedule::None => {}
             Schedule::OneShot { epoch, target } => {
                 sparsity("pruning.schedule.target", *target)?;
-                if *epoch >= self.epochs {
+                if *epoch > self.epochs {
                     return Err(bad(
                         "pruning.schedule.epoch",
-                        format!("{epoch} is not before the last epoch ({})", self.epochs),
+                        format!("{epoch} is after the last epoch ({})", self.epochs),
                     ));
                 }
             }

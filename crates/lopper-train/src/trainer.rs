@@ -266,6 +266,27 @@ fn run<M: Classifier>(
         state.next_epoch = epoch + 1;
         save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
     }
+    if state.next_epoch == recipe.epochs {
+        // A schedule event at the step after the last one prunes the trained model with no
+        // fine-tuning (one-shot at `epoch = epochs`): the control that shows what fine-tuning buys.
+        if let Some(target) = schedule.target_at(recipe.epochs * spe, spe) {
+            let layers = prunable_layers(&model);
+            masks = plan.masks(&layers, &masks, target, final_target, state.prune_events);
+            model = masks.apply(model);
+            obs.on_prune(recipe.epochs * spe, target);
+            let last_loss = state.history.last().map_or(0.0, |r| r.train_loss);
+            let record = EpochRecord {
+                epoch: recipe.epochs,
+                train_loss: last_loss,
+                test_accuracy: evaluate(&model, &test_split),
+                sparsity: measure_sparsity(&model).sparsity,
+                seconds: 0.0,
+                lr: 0.0,
+            };
+            obs.on_epoch(&record);
+            state.history.push(record);
+        }
+    }
     let sparsity = measure_sparsity(&model);
     let (params_total, params_nonzero) = count_params(&model);
     Ok(TrainSummary {

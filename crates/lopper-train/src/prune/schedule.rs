@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum Schedule {
     /// No pruning (dense training).
     None,
-    /// Prune once to `target` at the start of `epoch`, then fine-tune.
+    /// Prune once to `target` at the start of `epoch`, then fine-tune; `epoch = epochs` prunes
+    /// the trained model with no fine-tuning at all.
     OneShot { epoch: usize, target: f64 },
     /// Prune `rate` of the remaining weights every `every` epochs, starting at `start`, until
     /// `target` (the seed's method: 20 % every 10 epochs).
