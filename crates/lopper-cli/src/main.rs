@@ -27,6 +27,10 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Train a zoo model on Fashion-MNIST with a recipe's pruning plan (`--recipe FILE --out DIR`).
     Train(cmd::train::TrainArgs),
+    /// Prune each layer of a trained model alone at several sparsities and report accuracy.
+    Sensitivity(cmd::sensitivity::SensitivityArgs),
+    /// Train one recipe dense and at several target sparsities; accuracy against sparsity.
+    Sweep(cmd::sweep::SweepArgs),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -34,6 +38,8 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Sensitivity(args) => cmd::sensitivity::run(args),
+        Command::Sweep(args) => cmd::sweep::run(args),
     }
 }
 

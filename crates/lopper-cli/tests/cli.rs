@@ -164,6 +164,56 @@ fn train_writes_report_json_with_the_documented_fields() {
     assert_eq!(stdout, report, "--json prints the report");
     assert!(out_dir.join("report.md").exists() && out_dir.join("model.bpk").exists());
     assert!(String::from_utf8_lossy(&out.stderr).contains("seed 42"));
+
+    // Sensitivity on the checkpoint just written: one row per layer and sparsity.
+    let out = lopper()
+        .args([
+            "sensitivity",
+            "--json",
+            "--test-limit",
+            "500",
+            "--sparsities",
+            "0.5,0.99",
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--checkpoint")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = s["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3 * 2);
+    let acc = |i: usize| rows[i]["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc(0) > acc(1),
+        "pruning fc1 to 99 % must cost accuracy: {} vs {}",
+        acc(0),
+        acc(1)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sweep_refuses_a_recipe_without_schedule() {
+    let dir = std::env::temp_dir().join(format!("lopper-cli-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = dir.join("dense.toml");
+    std::fs::write(&recipe, "model = \"lenet300\"\nepochs = 1\n").unwrap();
+    let out = lopper()
+        .args(["sweep", "--targets", "0.5", "--out"])
+        .arg(dir.join("o"))
+        .arg("--recipe")
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pruning schedule"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -9,6 +9,7 @@ pub mod denormals;
 pub mod model;
 pub mod prune;
 pub mod recipe;
+pub mod sensitivity;
 pub mod trainer;
 
 pub use recipe::Recipe;

@@ -55,6 +55,24 @@ impl Schedule {
         }
     }
 
+    /// The same schedule ending at `target` instead (iterative targets scale proportionally).
+    pub fn with_target(&self, target: f64) -> Schedule {
+        let mut s = self.clone();
+        match &mut s {
+            Schedule::None => {}
+            Schedule::OneShot { target: t, .. }
+            | Schedule::Periodic { target: t, .. }
+            | Schedule::Gradual { target: t, .. } => *t = target,
+            Schedule::Iterative { targets, .. } => {
+                let max = targets.iter().copied().fold(0.0, f64::max);
+                for t in targets.iter_mut() {
+                    *t = if max > 0.0 { *t / max * target } else { target };
+                }
+            }
+        }
+        s
+    }
+
     /// Whether to prune before optimiser step `step` (in epoch `epoch`, which starts at step
     /// `epoch * steps_per_epoch`), and to what sparsity.
     pub fn target_at(&self, step: usize, steps_per_epoch: usize) -> Option<f64> {
@@ -155,6 +173,26 @@ mod tests {
         assert!((s.target_at(20 * spe, spe).unwrap() - 0.488).abs() < 1e-12);
         assert_eq!(s.target_at(200 * spe, spe), Some(0.9));
         assert_eq!(s.target_at(10 * spe + 1, spe), None);
+    }
+
+    #[test]
+    fn with_target_moves_the_end_point() {
+        let it = Schedule::Iterative {
+            epochs: vec![1, 2],
+            targets: vec![0.4, 0.8],
+        };
+        assert_eq!(
+            it.with_target(0.6),
+            Schedule::Iterative {
+                epochs: vec![1, 2],
+                targets: vec![0.3, 0.6]
+            }
+        );
+        let g = Schedule::OneShot {
+            epoch: 1,
+            target: 0.9,
+        };
+        assert_eq!(g.with_target(0.5).final_target(), 0.5);
     }
 
     #[test]
