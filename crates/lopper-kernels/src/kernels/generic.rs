@@ -16,7 +16,8 @@ fn axpy(out: &mut [f32], v: f32, x: &[f32], c: usize, n: usize) {
     }
 }
 
-fn scale_rows(y: &mut [f32], n: usize, scales: Option<&[f32]>, rows: Range<usize>) {
+/// Multiplies each output row (of `n` floats, rows `rows`) by its int8 scale, if any.
+pub(crate) fn scale_rows(y: &mut [f32], n: usize, scales: Option<&[f32]>, rows: Range<usize>) {
     if let Some(s) = scales {
         for (out, r) in y.chunks_exact_mut(n).zip(rows) {
             out.iter_mut().for_each(|o| *o *= s[r]);

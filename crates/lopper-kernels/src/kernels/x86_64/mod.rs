@@ -16,6 +16,7 @@ use core::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::format::ColIndex;
+pub(crate) use crate::kernels::generic::scale_rows;
 
 /// Column index types that load eight at a time as `i32` lanes.
 pub(crate) trait SimdIdx: ColIndex {
@@ -195,15 +196,6 @@ pub(crate) unsafe fn spmm_row_acc<V: SimdVal>(
                     *out.add(j) += v * *xr.add(j);
                 }
             }
-        }
-    }
-}
-
-/// Multiplies each of the `rows` output rows (of `n` floats, starting at `y`) by its scale.
-pub(crate) fn scale_rows(y: &mut [f32], n: usize, scales: Option<&[f32]>, rows: Range<usize>) {
-    if let Some(s) = scales {
-        for (out, r) in y.chunks_exact_mut(n).zip(rows) {
-            out.iter_mut().for_each(|o| *o *= s[r]);
         }
     }
 }
