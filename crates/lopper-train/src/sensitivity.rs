@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::data::mnist::Split;
-use crate::model::{Classifier, Lenet300, Lenet5, ZooModel};
+use crate::model::{Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::prunable_layers;
 use crate::prune::{Allocation, Criterion, Masks, PrunePlan};
 use crate::trainer::{evaluate, TrainError};
@@ -42,6 +42,8 @@ pub fn sensitivity(
     match model {
         ZooModel::Lenet300 => run(Lenet300::new(&device), model, dir, test, sparsities),
         ZooModel::Lenet5 => run(Lenet5::new(&device), model, dir, test, sparsities),
+        ZooModel::Resnet8 => run(ResNet::new(8, &device), model, dir, test, sparsities),
+        ZooModel::Resnet20 => run(ResNet::new(20, &device), model, dir, test, sparsities),
     }
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
-use crate::model::{Classifier, Lenet300, Lenet5, ZooModel};
+use crate::model::{Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
 use crate::recipe::{OptimizerSpec, Recipe, RecipeError};
@@ -120,6 +120,8 @@ pub fn train(
     match recipe.model {
         ZooModel::Lenet300 => run(Lenet300::new(&device), &device, recipe, data, opts, obs),
         ZooModel::Lenet5 => run(Lenet5::new(&device), &device, recipe, data, opts, obs),
+        ZooModel::Resnet8 => run(ResNet::new(8, &device), &device, recipe, data, opts, obs),
+        ZooModel::Resnet20 => run(ResNet::new(20, &device), &device, recipe, data, opts, obs),
     }
 }
 

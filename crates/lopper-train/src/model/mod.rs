@@ -4,8 +4,10 @@
 //! parameters are never pruned.
 
 mod lenet;
+mod resnet;
 
 pub use lenet::{Lenet300, Lenet5};
+pub use resnet::{BasicBlock, ResNet};
 
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -26,6 +28,10 @@ pub enum ZooModel {
     Lenet300,
     /// LeNet-5, Caffe variant: conv 20 (5x5), pool, conv 50 (5x5), pool, fc 500, ReLU, fc 10.
     Lenet5,
+    /// CIFAR-style ResNet-8 (quick runs).
+    Resnet8,
+    /// CIFAR-style ResNet-20 (the seed's worked example).
+    Resnet20,
 }
 
 impl ZooModel {
@@ -33,6 +39,8 @@ impl ZooModel {
         match self {
             ZooModel::Lenet300 => "lenet300",
             ZooModel::Lenet5 => "lenet5",
+            ZooModel::Resnet8 => "resnet8",
+            ZooModel::Resnet20 => "resnet20",
         }
     }
 }
