@@ -77,7 +77,7 @@ impl ResNet {
     /// `depth` must be `6n + 2` (8, 14, 20, 32, ...).
     pub fn new(depth: usize, device: &Device) -> Self {
         assert!(
-            depth >= 8 && (depth - 2) % 6 == 0,
+            depth >= 8 && (depth - 2).is_multiple_of(6),
             "ResNet depth must be 6n + 2, got {depth}"
         );
         let n = (depth - 2) / 6;
