@@ -4,6 +4,7 @@
 //! code 2. One file per subcommand lives in `cmd/`.
 
 mod cmd;
+mod plots;
 mod util;
 
 use std::process::ExitCode;

@@ -162,7 +162,11 @@ fn train_writes_report_json_with_the_documented_fields() {
     assert!((report["sparsity"].as_f64().unwrap() - 0.7).abs() < 1e-3);
     let stdout: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stdout, report, "--json prints the report");
-    assert!(out_dir.join("report.md").exists() && out_dir.join("model.bpk").exists());
+    for f in ["report.md", "model.bpk", "training.png", "layers.png"] {
+        assert!(out_dir.join(f).exists(), "{f} missing");
+    }
+    let png = std::fs::read(out_dir.join("training.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "training.png is not a PNG");
     assert!(String::from_utf8_lossy(&out.stderr).contains("seed 42"));
 
     // Sensitivity on the checkpoint just written: one row per layer and sparsity.

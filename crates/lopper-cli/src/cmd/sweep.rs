@@ -96,6 +96,25 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     }
     let json = serde_json::to_string_pretty(&points)?;
     write_atomic(&args.out.join("sweep.json"), json.as_bytes())?;
+    let dense = points
+        .iter()
+        .find(|p| p.dense_baseline)
+        .map(|p| p.test_accuracy * 100.0);
+    let curve: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| !p.dense_baseline)
+        .map(|p| (p.sparsity * 100.0, p.test_accuracy * 100.0))
+        .collect();
+    crate::plots::accuracy_vs_sparsity(
+        &args.out.join("sweep.png"),
+        &format!(
+            "{}: accuracy against sparsity (seed {})",
+            recipe.model.name(),
+            recipe.seed
+        ),
+        &curve,
+        dense,
+    )?;
     if args.json {
         println!("{json}");
     } else {

@@ -150,6 +150,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let json = serde_json::to_string_pretty(&report)?;
     write_atomic(&args.out.join("report.json"), json.as_bytes())?;
     write_atomic(&args.out.join("report.md"), report_md(&report).as_bytes())?;
+    let title = format!("{} ({}, seed {})", report.model, report.method, report.seed);
+    let curve: Vec<(f64, f64, f64)> = report
+        .history
+        .iter()
+        .map(|h| {
+            (
+                (h.epoch + 1) as f64,
+                h.test_accuracy * 100.0,
+                h.sparsity * 100.0,
+            )
+        })
+        .collect();
+    crate::plots::training_curves(&args.out.join("training.png"), &title, &curve)?;
+    let layers: Vec<(String, f64)> = report
+        .per_layer
+        .iter()
+        .map(|l| (l.name.clone(), l.sparsity * 100.0))
+        .collect();
+    crate::plots::layer_sparsity(
+        &args.out.join("layers.png"),
+        &format!("{title}: sparsity per layer"),
+        &layers,
+    )?;
     if args.json {
         println!("{json}");
     } else {
