@@ -198,11 +198,7 @@ fn build_report(
     let method = match &recipe.pruning.schedule {
         lopper_train::prune::Schedule::None if recipe.regularization.l1 > 0.0 => "l1".to_string(),
         lopper_train::prune::Schedule::None => "dense".to_string(),
-        other => format!("{:?}", other)
-            .split([' ', '{'])
-            .next()
-            .unwrap_or("")
-            .to_lowercase(),
+        other => other.kind().to_string(),
     };
     Report {
         model: recipe.model.name().into(),

@@ -44,6 +44,17 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// The schedule's name as written in recipes (`kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Schedule::None => "none",
+            Schedule::OneShot { .. } => "one_shot",
+            Schedule::Periodic { .. } => "periodic",
+            Schedule::Gradual { .. } => "gradual",
+            Schedule::Iterative { .. } => "iterative",
+        }
+    }
+
     /// The sparsity the schedule ends at.
     pub fn final_target(&self) -> f64 {
         match self {
