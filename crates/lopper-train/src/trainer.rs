@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
 use crate::model::{Classifier, Lenet300, Lenet5, ResNet, ZooModel};
-use crate::prune::masks::{measure_sparsity, prunable_layers, SparsityReport};
+use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
 use crate::recipe::{OptimizerSpec, Recipe, RecipeError};
 
@@ -333,7 +333,7 @@ fn l1_penalty<M: Module>(model: &M, device: &Device) -> Tensor<1> {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if D >= 2 && self.path.last().is_some_and(|p| p == "weight") {
+            if is_prunable(&self.path.join("."), D) {
                 let s = param.val().abs().sum();
                 self.sum = Some(match self.sum.take() {
                     Some(acc) => acc + s,

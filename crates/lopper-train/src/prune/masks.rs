@@ -27,6 +27,12 @@ impl LayerInfo {
     }
 }
 
+/// Whether a float parameter is prunable: rank >= 2 (Linear, Conv) and named `weight`, so
+/// biases and BatchNorm parameters never are. The one definition used by masks, reports and L1.
+pub fn is_prunable(path: &str, rank: usize) -> bool {
+    rank >= 2 && path.rsplit('.').next() == Some("weight")
+}
+
 /// Parameters of rank >= 2 whose path ends in `weight`.
 pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
     struct Collect {
@@ -42,7 +48,7 @@ pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let path = self.path.join(".");
-            if D < 2 || !path.ends_with("weight") {
+            if !is_prunable(&path, D) {
                 return;
             }
             let t = param.val();
@@ -247,5 +253,20 @@ pub fn measure_sparsity<M: Module>(model: &M) -> SparsityReport {
                 sparsity: l.zeros() as f64 / l.values.len().max(1) as f64,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_prunable;
+
+    #[test]
+    fn only_weights_of_rank_two_or_more_are_prunable() {
+        assert!(is_prunable("fc1.weight", 2));
+        assert!(is_prunable("blocks.0.shortcut.conv.weight", 4));
+        assert!(!is_prunable("fc1.bias", 1));
+        assert!(!is_prunable("bn.gamma", 1));
+        assert!(!is_prunable("fc1.weight", 1));
+        assert!(!is_prunable("fc1.fooweight", 2));
     }
 }
