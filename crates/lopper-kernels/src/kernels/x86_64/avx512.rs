@@ -14,7 +14,7 @@ use core::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{scale_rows, SimdIdx, SimdVal};
-use crate::format::{Bsr, Csr, Dense, NmMatrix, Values};
+use crate::format::{Bsr, Csr, Dense, NmMatrix};
 use crate::kernels::generic;
 
 /// How many entries ahead SpMM prefetches the rows of `X` it will multiply.
@@ -259,28 +259,21 @@ pub(crate) unsafe fn csr_spmm<I: SimdIdx>(
     rows: Range<usize>,
 ) {
     // SAFETY: preconditions forwarded from the caller.
-    unsafe {
-        match w.values() {
-            Values::F32(v) => csr(w, v, x, n, y, rows),
-            Values::I8 { q, scales } => {
-                csr(w, q, x, n, y, rows.clone());
-                scale_rows(y, n, Some(scales), rows);
-            }
-        }
-    }
+    unsafe { dispatch_values!(w, csr, x, n, y, rows) }
 }
 
 #[target_feature(enable = "avx512f")]
 unsafe fn csr<I: SimdIdx, V: SimdVal>(
     w: &Csr<I>,
     vals: &[V],
+    scales: Option<&[f32]>,
     x: &[f32],
     n: usize,
     y: &mut [f32],
     rows: Range<usize>,
 ) {
     let (rp, cp) = (w.row_ptr(), w.col_idx().as_ptr());
-    for (li, r) in rows.enumerate() {
+    for (li, r) in rows.clone().enumerate() {
         let ks = rp[r] as usize..rp[r + 1] as usize;
         // SAFETY: output row `li` has `n` floats; entries `ks` belong to row `r`, their columns
         // are rows of `X`.
@@ -296,27 +289,21 @@ unsafe fn csr<I: SimdIdx, V: SimdVal>(
             )
         };
     }
+    scale_rows(y, n, scales, rows);
 }
 
 /// # Safety
 /// See [`crate::kernels::KernelFn`]; 1x8 blocks.
 pub(crate) unsafe fn bsr1x8_spmm(w: &Bsr, x: &[f32], n: usize, y: &mut [f32], rows: Range<usize>) {
     // SAFETY: preconditions forwarded from the caller.
-    unsafe {
-        match w.values() {
-            Values::F32(v) => bsr1x8(w, v, x, n, y, rows),
-            Values::I8 { q, scales } => {
-                bsr1x8(w, q, x, n, y, rows.clone());
-                scale_rows(y, n, Some(scales), rows);
-            }
-        }
-    }
+    unsafe { dispatch_values!(w, bsr1x8, x, n, y, rows) }
 }
 
 #[target_feature(enable = "avx512f")]
 unsafe fn bsr1x8<V: SimdVal>(
     w: &Bsr,
     vals: &[V],
+    scales: Option<&[f32]>,
     x: &[f32],
     n: usize,
     y: &mut [f32],
@@ -324,7 +311,7 @@ unsafe fn bsr1x8<V: SimdVal>(
 ) {
     let (brp, bcol, cols) = (w.block_row_ptr(), w.block_col(), w.cols());
     let col = |f: usize| bcol[f / 8] as usize * 8 + f % 8;
-    for (li, r) in rows.enumerate() {
+    for (li, r) in rows.clone().enumerate() {
         let (s, mut e) = (brp[r] as usize, brp[r + 1] as usize);
         // SAFETY: as in the AVX2 kernel: full blocks lie inside the matrix, and the row's last
         // block is clipped to the columns inside it.
@@ -348,6 +335,7 @@ unsafe fn bsr1x8<V: SimdVal>(
             spmm_row_acc(out, n, x.as_ptr(), vals.as_ptr(), s * 8..e * 8, col, init);
         }
     }
+    scale_rows(y, n, scales, rows);
 }
 
 /// # Safety
@@ -381,12 +369,7 @@ unsafe fn nm(w: &NmMatrix, x: &[f32], n: usize, y: &mut [f32], rows: Range<usize
 /// See [`crate::kernels::KernelFn`]; 4x1 blocks.
 pub(crate) unsafe fn bsr4x1_spmm(w: &Bsr, x: &[f32], n: usize, y: &mut [f32], rows: Range<usize>) {
     // SAFETY: preconditions forwarded from the caller.
-    unsafe {
-        match w.values() {
-            Values::F32(v) => bsr4x1(w, v, None, x, n, y, rows),
-            Values::I8 { q, scales } => bsr4x1(w, q, Some(scales), x, n, y, rows),
-        }
-    }
+    unsafe { dispatch_values!(w, bsr4x1, x, n, y, rows) }
 }
 
 #[target_feature(enable = "avx512f")]

@@ -11,17 +11,8 @@ use core::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{hsum, prefetch, scale_rows, spmm_row_acc, tail_mask, SimdVal, PREFETCH_BYTES};
-use crate::format::{Bsr, Values};
+use crate::format::Bsr;
 use crate::kernels::generic;
-
-macro_rules! dispatch_values {
-    ($w:expr, $f:ident, $($arg:expr),*) => {
-        match $w.values() {
-            Values::F32(v) => $f($w, v, None, $($arg),*),
-            Values::I8 { q, scales } => $f($w, q, Some(scales.as_slice()), $($arg),*),
-        }
-    };
-}
 
 /// # Safety
 /// See [`crate::kernels::KernelFn`]; `n == 1` and 1x8 blocks.

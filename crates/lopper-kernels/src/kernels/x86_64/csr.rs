@@ -11,7 +11,7 @@ use std::ops::Range;
 use super::{
     hsum, prefetch, scale_rows, spmm_row_acc, tail_mask, SimdIdx, SimdVal, PREFETCH_BYTES,
 };
-use crate::format::{Csr, Values};
+use crate::format::Csr;
 
 /// # Safety
 /// See [`crate::kernels::KernelFn`]; `n == 1`.
@@ -23,12 +23,7 @@ pub(crate) unsafe fn csr_spmv<I: SimdIdx>(
     rows: Range<usize>,
 ) {
     // SAFETY: preconditions forwarded from the caller.
-    unsafe {
-        match w.values() {
-            Values::F32(v) => spmv(w, v, None, x, y, rows),
-            Values::I8 { q, scales } => spmv(w, q, Some(scales), x, y, rows),
-        }
-    }
+    unsafe { dispatch_values!(w, spmv, x, y, rows) }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -108,21 +103,14 @@ pub(crate) unsafe fn csr_spmm<I: SimdIdx>(
     rows: Range<usize>,
 ) {
     // SAFETY: preconditions forwarded from the caller.
-    unsafe {
-        match w.values() {
-            Values::F32(v) => spmm(w, v, x, n, y, rows),
-            Values::I8 { q, scales } => {
-                spmm(w, q, x, n, y, rows.clone());
-                scale_rows(y, n, Some(scales), rows);
-            }
-        }
-    }
+    unsafe { dispatch_values!(w, spmm, x, n, y, rows) }
 }
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn spmm<I: SimdIdx, V: SimdVal>(
     w: &Csr<I>,
     vals: &[V],
+    scales: Option<&[f32]>,
     x: &[f32],
     n: usize,
     y: &mut [f32],
@@ -131,7 +119,7 @@ unsafe fn spmm<I: SimdIdx, V: SimdVal>(
     let (rp, ci) = (w.row_ptr(), w.col_idx());
     let cp = ci.as_ptr();
     y.fill(0.0);
-    for (li, r) in rows.enumerate() {
+    for (li, r) in rows.clone().enumerate() {
         let ks = rp[r] as usize..rp[r + 1] as usize;
         // SAFETY: output row `li` has `n` floats in `y`; entries `ks` belong to row `r` and their
         // columns are rows of `X` (`cols * n` floats).
@@ -146,4 +134,5 @@ unsafe fn spmm<I: SimdIdx, V: SimdVal>(
             );
         }
     }
+    scale_rows(y, n, scales, rows);
 }

@@ -6,6 +6,17 @@
 //! [`crate::kernels::Kernel::check`], and they need a CPU with AVX2 and FMA. The registry only
 //! reaches them through that check.
 
+/// Calls `$f(w, values, scales, args...)` with the matrix's f32 values (`scales = None`) or its
+/// int8 values and per-row scales, so each kernel body is written once, generic over the value type.
+macro_rules! dispatch_values {
+    ($w:expr, $f:ident, $($arg:expr),*) => {
+        match $w.values() {
+            crate::format::Values::F32(v) => $f($w, v, None, $($arg),*),
+            crate::format::Values::I8 { q, scales } => $f($w, q, Some(scales.as_slice()), $($arg),*),
+        }
+    };
+}
+
 pub(crate) mod avx512;
 pub(crate) mod bsr;
 pub(crate) mod csr;
