@@ -1,0 +1,290 @@
+//! Reading and writing `.lop` files (spec: `docs/format.md`).
+//!
+//! The reader refuses a file over the size limit before reading it, lets the safetensors crate
+//! check the header (length, JSON, offsets in bounds and contiguous, sizes matching shapes),
+//! then checks lopper's own layer: metadata keys and version, the graph, every weight's
+//! component tensors and invariants, and that the file holds no tensor the graph does not use.
+//! Every error names the file. Writes go to a temporary file that is renamed into place.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use lopper_kernels::WeightMatrix;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype as StDtype, SafeTensors};
+
+use crate::error::ModelError;
+use crate::graph::{Graph, StorageFormat, WeightDtype, WeightSpec, FORMAT_VERSION};
+use crate::weights::{self, RawTensor};
+
+/// Default size limit: 1 GiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// The size limit: `LOPPER_MAX_FILE_BYTES` when set to a number, else the default.
+pub fn max_file_bytes() -> u64 {
+    std::env::var("LOPPER_MAX_FILE_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_FILE_BYTES)
+}
+
+/// A model in memory: the graph, its weight matrices (in their stored formats) and dense vectors.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub graph: Graph,
+    pub weights: BTreeMap<String, WeightMatrix>,
+    pub vectors: BTreeMap<String, Vec<f32>>,
+    /// Shape of every value, per example (from [`Graph::validate`]).
+    pub shapes: HashMap<String, Vec<usize>>,
+}
+
+/// The spec a matrix is stored under.
+pub fn spec_of(w: &WeightMatrix) -> WeightSpec {
+    use lopper_kernels::FormatKind as K;
+    let dtype = match w.dtype() {
+        lopper_kernels::Dtype::F32 => WeightDtype::F32,
+        lopper_kernels::Dtype::I8 => WeightDtype::I8,
+    };
+    let (format, block) = match w.kind() {
+        K::Dense => (StorageFormat::Dense, None),
+        K::Csr16 | K::Csr32 | K::Nm { .. } => (StorageFormat::Csr, None),
+        K::Bsr { br, bc } => (StorageFormat::Bsr, Some([br, bc])),
+    };
+    WeightSpec {
+        format,
+        block,
+        dtype,
+        shape: [w.rows(), w.cols()],
+    }
+}
+
+impl Model {
+    /// Builds and validates a model; the graph's weight specs are set from the matrices.
+    pub fn new(
+        mut graph: Graph,
+        weights: BTreeMap<String, WeightMatrix>,
+        vectors: BTreeMap<String, Vec<f32>>,
+    ) -> Result<Self, ModelError> {
+        graph.weights = weights
+            .iter()
+            .map(|(k, w)| (k.clone(), spec_of(w)))
+            .collect();
+        for (k, v) in &vectors {
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(ModelError::tensor(k, "holds a non-finite value"));
+            }
+        }
+        let shapes = graph.validate(&|n: &str| vectors.get(n).map(Vec::len))?;
+        let used: HashSet<&str> = graph.nodes.iter().flat_map(|n| n.op.vectors()).collect();
+        if let Some(extra) = vectors.keys().find(|k| !used.contains(k.as_str())) {
+            return Err(ModelError::tensor(extra, "is not used by any node"));
+        }
+        Ok(Self {
+            graph,
+            weights,
+            vectors,
+            shapes,
+        })
+    }
+
+    /// Reads and validates `path` with the limit from [`max_file_bytes`].
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        Self::read_with_limit(path, max_file_bytes())
+    }
+
+    pub fn read_with_limit(path: &Path, limit: u64) -> Result<Self, ModelError> {
+        let io = |source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > limit {
+            return Err(ModelError::FileTooLarge { size, limit }.in_file(path));
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        Self::from_bytes(&bytes).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates a whole file held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
+        let meta = meta
+            .metadata()
+            .clone()
+            .ok_or_else(|| ModelError::NotLopper("the header has no __metadata__".into()))?;
+        match meta.get("format").map(String::as_str) {
+            Some("lopper") => {}
+            other => {
+                return Err(ModelError::NotLopper(format!(
+                    "__metadata__.format is {other:?}, expected \"lopper\""
+                )))
+            }
+        }
+        let version = meta.get("format_version").cloned().unwrap_or_default();
+        if version != FORMAT_VERSION.to_string() {
+            return Err(ModelError::Version {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let graph_text = meta
+            .get("graph")
+            .ok_or_else(|| ModelError::NotLopper("__metadata__ has no graph".into()))?;
+        let graph = Graph::from_json(graph_text)?;
+        graph.validate_specs()?;
+        let lookup = |name: &str| -> Option<TensorView<'_>> { st.tensor(name).ok() };
+        let mut expected: HashSet<String> = HashSet::new();
+        let mut wmap = BTreeMap::new();
+        for (name, spec) in &graph.weights {
+            expected.extend(weights::tensor_names(name, spec));
+            let w = weights::from_tensors(name, spec, &lookup)?;
+            wmap.insert(name.clone(), w);
+        }
+        let mut vectors = BTreeMap::new();
+        for node in &graph.nodes {
+            for v in node.op.vectors() {
+                if vectors.contains_key(v) {
+                    continue;
+                }
+                let t = lookup(v).ok_or_else(|| {
+                    ModelError::graph(format!(
+                        "node '{}' names tensor '{v}', which the file does not hold",
+                        node.name
+                    ))
+                })?;
+                if t.dtype() != StDtype::F32 || t.shape().len() != 1 {
+                    return Err(ModelError::tensor(
+                        v,
+                        format!(
+                            "must be a 1-D F32 vector, is {:?} {:?}",
+                            t.dtype(),
+                            t.shape()
+                        ),
+                    ));
+                }
+                expected.insert(v.to_string());
+                vectors.insert(v.to_string(), weights::read_f32(&t, v)?);
+            }
+        }
+        if let Some(extra) = st.names().into_iter().find(|n| !expected.contains(*n)) {
+            return Err(ModelError::tensor(
+                extra,
+                "is in the file but the graph does not use it",
+            ));
+        }
+        let stored_specs = graph.weights.clone();
+        let model = Self::new(graph, wmap, vectors)?;
+        // `new` recomputes specs from the matrices; they must agree with what the file said.
+        if model.graph.weights != stored_specs {
+            return Err(ModelError::graph(
+                "weight specs disagree with the stored tensors",
+            ));
+        }
+        Ok(model)
+    }
+
+    /// The whole file, in memory.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let mut tensors: Vec<RawTensor> = Vec::new();
+        for (name, w) in &self.weights {
+            tensors.extend(weights::to_tensors(name, w)?.1);
+        }
+        for (name, v) in &self.vectors {
+            tensors.push(RawTensor::f32(name.clone(), vec![v.len()], v));
+        }
+        let meta = [
+            ("format", "lopper".to_string()),
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("graph", self.graph.to_json()),
+        ];
+        Ok(serialize(&tensors, &meta))
+    }
+
+    /// Writes the file atomically; returns its size in bytes.
+    pub fn write(&self, path: &Path) -> Result<u64, ModelError> {
+        let bytes = self.to_bytes().map_err(|e| e.in_file(path))?;
+        write_atomic(path, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Stored weights, nonzero weights and storage bytes of the weight matrices.
+    pub fn weight_stats(&self) -> (usize, usize, usize) {
+        let mut total = 0;
+        let mut nonzero = 0;
+        let mut bytes = 0;
+        for w in self.weights.values() {
+            total += w.rows() * w.cols();
+            w.for_each_entry(|_, _, v| nonzero += usize::from(v != 0.0));
+            bytes += w.storage_bytes();
+        }
+        (total, nonzero, bytes)
+    }
+}
+
+/// The safetensors byte layout, written here rather than with `safetensors::serialize` so that
+/// the same model always gives the same bytes (the plan cache is keyed by the file's digest, and
+/// the crate writes `__metadata__` from a `HashMap` in random order). Header keys are sorted
+/// (serde_json's map is a BTreeMap), tensors follow in the order given, and the header is padded
+/// with spaces to a multiple of 8 so the data buffer stays aligned.
+fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
+    use serde_json::{json, Map, Value};
+    let mut header = Map::new();
+    let meta: Map<String, Value> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+        .collect();
+    header.insert("__metadata__".into(), Value::Object(meta));
+    let mut offset = 0usize;
+    for t in tensors {
+        let dtype = match t.dtype {
+            StDtype::F32 => "F32",
+            StDtype::I8 => "I8",
+            StDtype::U16 => "U16",
+            _ => "U32",
+        };
+        header.insert(
+            t.name.clone(),
+            json!({"dtype": dtype, "shape": t.shape, "data_offsets": [offset, offset + t.data.len()]}),
+        );
+        offset += t.data.len();
+    }
+    let mut text = Value::Object(header).to_string().into_bytes();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    for t in tensors {
+        out.extend_from_slice(&t.data);
+    }
+    out
+}
+
+/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`: a crash
+/// leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,603 @@
+//! The graph IR: a list of nodes in execution order over named values, plus the storage of each
+//! weight. Shapes are per example (`[C, H, W]` images, `[F]` vectors); the batch is not part of
+//! them. Weights are logical matrices `[out, in]` (ONNX/PyTorch layout; a convolution's
+//! `[out, in, kh, kw]` is `[out, in*kh*kw]`). The JSON form is specified in `docs/format.md`.
+//!
+//! Invariants after [`Graph::validate`]: node names and value names are unique; every node reads
+//! only the input or values written before it; every weight and vector a node names is listed;
+//! the shapes agree along the graph and every activation has at most [`MAX_ACTIVATION`]
+//! elements per example.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// Version of the file format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Largest activation, in elements per example.
+pub const MAX_ACTIVATION: usize = 1 << 28;
+
+/// Largest kernel, stride or padding side.
+const MAX_WINDOW: usize = 1 << 12;
+
+/// How raw 8-bit pixels become the model's input: `x = (p * scale - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    pub scale: f32,
+    pub mean: f32,
+    pub std: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<Preprocess>,
+}
+
+/// Storage family of a weight in the file (not the kernel's packing, which the planner picks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageFormat {
+    Dense,
+    Csr,
+    Bsr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightDtype {
+    F32,
+    I8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightSpec {
+    pub format: StorageFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<[usize; 2]>,
+    pub dtype: WeightDtype,
+    /// `[rows, cols]` = `[out, in]`.
+    pub shape: [usize; 2],
+}
+
+/// An operation and its attributes (tensor names refer to the file).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Linear {
+        weight: String,
+        bias: Option<String>,
+    },
+    Conv2d {
+        weight: String,
+        bias: Option<String>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    },
+    BatchNorm {
+        gamma: String,
+        beta: String,
+        mean: String,
+        var: String,
+        eps: f32,
+    },
+    Relu,
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    },
+    AvgPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    },
+    GlobalAvgPool,
+    Add,
+    Flatten,
+    Softmax,
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Linear { .. } => "linear",
+            Op::Conv2d { .. } => "conv2d",
+            Op::BatchNorm { .. } => "batchnorm",
+            Op::Relu => "relu",
+            Op::MaxPool { .. } => "maxpool",
+            Op::AvgPool { .. } => "avgpool",
+            Op::GlobalAvgPool => "global_avgpool",
+            Op::Add => "add",
+            Op::Flatten => "flatten",
+            Op::Softmax => "softmax",
+        }
+    }
+
+    /// The weight matrix this op multiplies by, if any.
+    pub fn weight(&self) -> Option<&str> {
+        match self {
+            Op::Linear { weight, .. } | Op::Conv2d { weight, .. } => Some(weight),
+            _ => None,
+        }
+    }
+
+    /// Dense vectors (biases, BatchNorm parameters) this op reads.
+    pub fn vectors(&self) -> Vec<&str> {
+        match self {
+            Op::Linear { bias, .. } | Op::Conv2d { bias, .. } => {
+                bias.as_deref().into_iter().collect()
+            }
+            Op::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                ..
+            } => vec![gamma, beta, mean, var],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<String>,
+    pub output: String,
+}
+
+/// A whole model graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    pub name: String,
+    pub input: InputSpec,
+    pub labels: Vec<String>,
+    pub output: String,
+    pub weights: BTreeMap<String, WeightSpec>,
+    pub nodes: Vec<Node>,
+}
+
+/// The flat JSON form of a node: one object with the fields of every op, checked per op.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeJson {
+    name: String,
+    op: String,
+    inputs: Vec<String>,
+    output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weight: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernel: Option<[usize; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stride: Option<[usize; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    padding: Option<[usize; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gamma: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    beta: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mean: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    var: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eps: Option<f32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphJson {
+    name: String,
+    input: InputSpec,
+    #[serde(default)]
+    labels: Vec<String>,
+    output: String,
+    weights: BTreeMap<String, WeightSpec>,
+    nodes: Vec<NodeJson>,
+}
+
+fn need<T>(v: Option<T>, node: &str, field: &str) -> Result<T, ModelError> {
+    v.ok_or_else(|| ModelError::graph(format!("node '{node}': missing field '{field}'")))
+}
+
+impl NodeJson {
+    fn into_node(self) -> Result<Node, ModelError> {
+        let n = self.name.clone();
+        let window = |k: Option<[usize; 2]>, s: Option<[usize; 2]>| -> Result<_, ModelError> {
+            Ok((need(k, &n, "kernel")?, s.or(k).unwrap_or([1, 1])))
+        };
+        let op = match self.op.as_str() {
+            "linear" => Op::Linear {
+                weight: need(self.weight, &n, "weight")?,
+                bias: self.bias,
+            },
+            "conv2d" => Op::Conv2d {
+                weight: need(self.weight, &n, "weight")?,
+                bias: self.bias,
+                kernel: need(self.kernel, &n, "kernel")?,
+                stride: self.stride.unwrap_or([1, 1]),
+                padding: self.padding.unwrap_or([0, 0]),
+            },
+            "batchnorm" => Op::BatchNorm {
+                gamma: need(self.gamma, &n, "gamma")?,
+                beta: need(self.beta, &n, "beta")?,
+                mean: need(self.mean, &n, "mean")?,
+                var: need(self.var, &n, "var")?,
+                eps: need(self.eps, &n, "eps")?,
+            },
+            "relu" => Op::Relu,
+            "maxpool" => {
+                let (kernel, stride) = window(self.kernel, self.stride)?;
+                Op::MaxPool { kernel, stride }
+            }
+            "avgpool" => {
+                let (kernel, stride) = window(self.kernel, self.stride)?;
+                Op::AvgPool { kernel, stride }
+            }
+            "global_avgpool" => Op::GlobalAvgPool,
+            "add" => Op::Add,
+            "flatten" => Op::Flatten,
+            "softmax" => Op::Softmax,
+            other => {
+                return Err(ModelError::graph(format!(
+                    "node '{n}': unknown op '{other}' (supported: linear, conv2d, batchnorm, relu, \
+                     maxpool, avgpool, global_avgpool, add, flatten, softmax)"
+                )))
+            }
+        };
+        Ok(Node {
+            name: self.name,
+            op,
+            inputs: self.inputs,
+            output: self.output,
+        })
+    }
+
+    fn from_node(node: &Node) -> Self {
+        let mut j = NodeJson {
+            name: node.name.clone(),
+            op: node.op.name().to_string(),
+            inputs: node.inputs.clone(),
+            output: node.output.clone(),
+            ..Default::default()
+        };
+        match &node.op {
+            Op::Linear { weight, bias } => {
+                j.weight = Some(weight.clone());
+                j.bias = bias.clone();
+            }
+            Op::Conv2d {
+                weight,
+                bias,
+                kernel,
+                stride,
+                padding,
+            } => {
+                j.weight = Some(weight.clone());
+                j.bias = bias.clone();
+                j.kernel = Some(*kernel);
+                j.stride = Some(*stride);
+                j.padding = Some(*padding);
+            }
+            Op::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } => {
+                j.gamma = Some(gamma.clone());
+                j.beta = Some(beta.clone());
+                j.mean = Some(mean.clone());
+                j.var = Some(var.clone());
+                j.eps = Some(*eps);
+            }
+            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                j.kernel = Some(*kernel);
+                j.stride = Some(*stride);
+            }
+            Op::Relu | Op::GlobalAvgPool | Op::Add | Op::Flatten | Op::Softmax => {}
+        }
+        j
+    }
+}
+
+/// Output side of a window op: `(size + 2 pad - k) / s + 1`, or an error when it does not fit.
+pub fn window_out(size: usize, k: usize, s: usize, pad: usize) -> Option<usize> {
+    if k == 0 || s == 0 || k > MAX_WINDOW || s > MAX_WINDOW || pad > MAX_WINDOW {
+        return None;
+    }
+    let padded = size.checked_add(2 * pad)?;
+    (padded >= k).then(|| (padded - k) / s + 1)
+}
+
+impl Graph {
+    pub fn from_json(text: &str) -> Result<Self, ModelError> {
+        let g: GraphJson =
+            serde_json::from_str(text).map_err(|e| ModelError::GraphJson(e.to_string()))?;
+        let nodes = g
+            .nodes
+            .into_iter()
+            .map(NodeJson::into_node)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Graph {
+            name: g.name,
+            input: g.input,
+            labels: g.labels,
+            output: g.output,
+            weights: g.weights,
+            nodes,
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        let g = GraphJson {
+            name: self.name.clone(),
+            input: self.input.clone(),
+            labels: self.labels.clone(),
+            output: self.output.clone(),
+            weights: self.weights.clone(),
+            nodes: self.nodes.iter().map(NodeJson::from_node).collect(),
+        };
+        serde_json::to_string(&g).unwrap_or_default()
+    }
+
+    /// Elements of one input example.
+    pub fn input_len(&self) -> usize {
+        self.input.shape.iter().product()
+    }
+
+    /// Checks each weight's spec (dimensions, block shape, dtype) before any tensor is read, so
+    /// that sizes computed from the spec cannot overflow.
+    pub fn validate_specs(&self) -> Result<(), ModelError> {
+        let g = ModelError::graph;
+        for (name, w) in &self.weights {
+            let [r, c] = w.shape;
+            if r == 0
+                || c == 0
+                || r > lopper_kernels::format::MAX_DIM
+                || c > lopper_kernels::format::MAX_DIM
+            {
+                return Err(g(format!(
+                    "weight '{name}': shape [{r}, {c}] is empty or over 2^24"
+                )));
+            }
+            match (w.format, w.block) {
+                (StorageFormat::Bsr, Some([br, bc]))
+                    if (1..=64).contains(&br) && (1..=64).contains(&bc) => {}
+                (StorageFormat::Bsr, b) => {
+                    return Err(g(format!(
+                        "weight '{name}': bsr needs block [br, bc] in 1..=64, got {b:?}"
+                    )))
+                }
+                (_, Some(_)) => return Err(g(format!("weight '{name}': only bsr has a block"))),
+                _ => {}
+            }
+            if w.format == StorageFormat::Dense && w.dtype == WeightDtype::I8 {
+                return Err(g(format!("weight '{name}': dense storage is f32 only")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks references and shapes; returns the shape of every value (per example).
+    /// `vector_len` gives the length of each dense vector tensor in the file.
+    pub fn validate(
+        &self,
+        vector_len: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<HashMap<String, Vec<usize>>, ModelError> {
+        let g = ModelError::graph;
+        let s = &self.input.shape;
+        if s.is_empty() || s.len() > 3 || s.contains(&0) {
+            return Err(g(format!(
+                "input shape {s:?} must be [F] or [C, H, W] with no zero"
+            )));
+        }
+        checked_elems(s).ok_or_else(|| g(format!("input shape {s:?} is too large")))?;
+        if let Some(p) = &self.input.preprocess {
+            if !(p.scale.is_finite() && p.mean.is_finite() && p.std.is_finite() && p.std > 0.0) {
+                return Err(g(
+                    "input.preprocess needs finite scale and mean and std > 0".into(),
+                ));
+            }
+        }
+        self.validate_specs()?;
+        let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+        shapes.insert(self.input.name.clone(), s.clone());
+        let mut names = HashSet::new();
+        let mut used_weights = HashSet::new();
+        for node in &self.nodes {
+            if !names.insert(node.name.as_str()) {
+                return Err(g(format!("node name '{}' is used twice", node.name)));
+            }
+            let want_inputs = if node.op == Op::Add { 2 } else { 1 };
+            if node.inputs.len() != want_inputs {
+                return Err(g(format!(
+                    "node '{}' ({}) needs {want_inputs} input(s), has {}",
+                    node.name,
+                    node.op.name(),
+                    node.inputs.len()
+                )));
+            }
+            let mut ins = Vec::new();
+            for i in &node.inputs {
+                ins.push(shapes.get(i).cloned().ok_or_else(|| {
+                    g(format!(
+                        "node '{}' reads '{i}', which is not the input or an earlier output",
+                        node.name
+                    ))
+                })?);
+            }
+            if let Some(w) = node.op.weight() {
+                if !used_weights.insert(w.to_string()) {
+                    return Err(g(format!("weight '{w}' is used by two nodes")));
+                }
+            }
+            for v in node.op.vectors() {
+                if vector_len(v).is_none() {
+                    return Err(g(format!(
+                        "node '{}' names tensor '{v}', which the file does not hold",
+                        node.name
+                    )));
+                }
+            }
+            let out = self.infer(node, &ins, vector_len)?;
+            let elems = checked_elems(&out).filter(|&e| e <= MAX_ACTIVATION && e > 0);
+            if elems.is_none() {
+                return Err(g(format!(
+                    "node '{}': output shape {out:?} is empty or too large",
+                    node.name
+                )));
+            }
+            if shapes.insert(node.output.clone(), out).is_some() {
+                return Err(g(format!("value '{}' is written twice", node.output)));
+            }
+        }
+        for w in self.weights.keys() {
+            if !used_weights.contains(w) {
+                return Err(g(format!("weight '{w}' is listed but no node uses it")));
+            }
+        }
+        let out = shapes
+            .get(&self.output)
+            .ok_or_else(|| g(format!("graph output '{}' is not a value", self.output)))?;
+        if !self.labels.is_empty() && (out.len() != 1 || out[0] != self.labels.len()) {
+            return Err(g(format!(
+                "{} labels, but the output has shape {out:?}",
+                self.labels.len()
+            )));
+        }
+        Ok(shapes)
+    }
+
+    fn infer(
+        &self,
+        node: &Node,
+        ins: &[Vec<usize>],
+        vector_len: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Vec<usize>, ModelError> {
+        let name = &node.name;
+        let err = |m: String| ModelError::graph(format!("node '{name}' ({}): {m}", node.op.name()));
+        let x = &ins[0];
+        let chw = || -> Result<[usize; 3], ModelError> {
+            match x.as_slice() {
+                &[c, h, w] => Ok([c, h, w]),
+                _ => Err(err(format!("needs a [C, H, W] input, got {x:?}"))),
+            }
+        };
+        let weight = |w: &str| -> Result<&WeightSpec, ModelError> {
+            self.weights
+                .get(w)
+                .ok_or_else(|| err(format!("weight '{w}' is not listed in 'weights'")))
+        };
+        let check_vec = |v: &Option<String>, len: usize| -> Result<(), ModelError> {
+            if let Some(v) = v {
+                if vector_len(v) != Some(len) {
+                    return Err(err(format!("'{v}' must have {len} entries")));
+                }
+            }
+            Ok(())
+        };
+        Ok(match &node.op {
+            Op::Linear { weight: w, bias } => {
+                let [rows, cols] = weight(w)?.shape;
+                if x.len() != 1 || x[0] != cols {
+                    return Err(err(format!(
+                        "weight is [{rows}, {cols}] but the input is {x:?}"
+                    )));
+                }
+                check_vec(bias, rows)?;
+                vec![rows]
+            }
+            Op::Conv2d {
+                weight: w,
+                bias,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let [c, h, wd] = chw()?;
+                let [rows, cols] = weight(w)?.shape;
+                let k = c
+                    .checked_mul(kernel[0])
+                    .and_then(|v| v.checked_mul(kernel[1]));
+                if k != Some(cols) {
+                    return Err(err(format!(
+                        "weight has {cols} columns, but {c} channels x {kernel:?} kernel need {k:?}"
+                    )));
+                }
+                let oh = window_out(h, kernel[0], stride[0], padding[0]);
+                let ow = window_out(wd, kernel[1], stride[1], padding[1]);
+                let (Some(oh), Some(ow)) = (oh, ow) else {
+                    return Err(err(format!(
+                        "kernel {kernel:?}, stride {stride:?}, padding {padding:?} do not fit input {x:?}"
+                    )));
+                };
+                check_vec(bias, rows)?;
+                vec![rows, oh, ow]
+            }
+            Op::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } => {
+                let c = x[0];
+                for v in [gamma, beta, mean, var] {
+                    check_vec(&Some(v.clone()), c)?;
+                }
+                if !(eps.is_finite() && *eps >= 0.0) {
+                    return Err(err(format!("eps {eps} must be finite and >= 0")));
+                }
+                x.clone()
+            }
+            Op::Relu | Op::Softmax => {
+                if node.op == Op::Softmax && x.len() != 1 {
+                    return Err(err(format!("needs a [F] input, got {x:?}")));
+                }
+                x.clone()
+            }
+            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                let [c, h, w] = chw()?;
+                match (
+                    window_out(h, kernel[0], stride[0], 0),
+                    window_out(w, kernel[1], stride[1], 0),
+                ) {
+                    (Some(oh), Some(ow)) => vec![c, oh, ow],
+                    _ => {
+                        return Err(err(format!(
+                            "window {kernel:?} / {stride:?} does not fit {x:?}"
+                        )))
+                    }
+                }
+            }
+            Op::GlobalAvgPool => vec![chw()?[0]],
+            Op::Add => {
+                if ins[0] != ins[1] {
+                    return Err(err(format!(
+                        "inputs have shapes {:?} and {:?}",
+                        ins[0], ins[1]
+                    )));
+                }
+                x.clone()
+            }
+            Op::Flatten => vec![checked_elems(x).unwrap_or(0)],
+        })
+    }
+}
+
+fn checked_elems(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}

@@ -1,0 +1,18 @@
+//! lopper's model layer: the graph IR ([`graph`]), the `.lop` file ([`file`], spec in
+//! `docs/format.md`), weight re-encoding ([`convert`]) and the sparse runtime ([`runtime`]).
+//!
+//! Depends on `lopper-kernels` only, never on the training framework. Weight matrices are
+//! `[out, in]` everywhere in this crate (ONNX/PyTorch layout).
+
+pub mod convert;
+pub mod error;
+pub mod file;
+pub mod graph;
+pub mod runtime;
+pub mod weights;
+
+pub use convert::StorageChoice;
+pub use error::ModelError;
+pub use file::Model;
+pub use graph::{Graph, InputSpec, Node, Op, Preprocess};
+pub use runtime::{Executor, Plan, PlanMode};

@@ -1,0 +1,527 @@
+//! The executor: a model compiled for one plan (batch size, thread count, per-layer format and
+//! kernel). Every buffer is allocated when it is built; [`Executor::run`] allocates nothing with
+//! one thread (with more, rayon's task bookkeeping is the only allocation).
+//!
+//! Activations use the layout of [`super::ops`]: `[C, H, W, n]` / `[F, n]`, batch innermost.
+//! Users hand in `[n, F]` (example after example) and get `[n, classes]` back. A flatten shares
+//! its input's buffer, and a ReLU whose input has no other reader runs in place.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lopper_kernels::{execute, registry, Kernel, Partition, WeightMatrix};
+
+use super::ops::{self, Window};
+use super::plan::{parse_kind, Plan};
+use crate::convert::encode_as;
+use crate::error::ModelError;
+use crate::file::Model;
+use crate::graph::Op;
+
+struct Matmul {
+    node: String,
+    w: WeightMatrix,
+    kernel: &'static Kernel,
+    part: Partition,
+    bias: Option<Vec<f32>>,
+    n: usize,
+}
+
+enum Step {
+    Linear {
+        mm: Matmul,
+        x: usize,
+        y: usize,
+    },
+    Conv {
+        mm: Matmul,
+        g: Window,
+        direct: bool,
+        x: usize,
+        y: usize,
+    },
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        inner: usize,
+        x: usize,
+        y: usize,
+    },
+    Relu {
+        x: usize,
+        y: usize,
+    },
+    Pool {
+        g: Window,
+        max: bool,
+        x: usize,
+        y: usize,
+    },
+    GlobalAvg {
+        c: usize,
+        hw: usize,
+        x: usize,
+        y: usize,
+    },
+    Add {
+        a: usize,
+        b: usize,
+        y: usize,
+    },
+    Softmax {
+        f: usize,
+        x: usize,
+        y: usize,
+    },
+}
+
+pub struct Executor {
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    steps: Vec<Step>,
+    /// Node name of each step, for profiles.
+    names: Vec<String>,
+    /// Accumulated nanoseconds per step (input transpose first, output transpose last) while
+    /// profiling; `None` otherwise, so normal runs take no timestamps.
+    profile_ns: Option<Vec<f64>>,
+    bufs: Vec<Vec<f32>>,
+    input_buf: usize,
+    output_buf: usize,
+    scratch: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Executor {
+    /// Compiles `model` for `plan` (made for this model; its batch is the executor's batch).
+    pub fn new(model: &Model, plan: &Plan) -> Result<Self, ModelError> {
+        let batch = plan.batch;
+        let threads = plan.threads.max(1);
+        let pool = if threads > 1 {
+            Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| ModelError::Plan(format!("thread pool: {e}")))?,
+            ))
+        } else {
+            None
+        };
+        let choices: HashMap<&str, &super::plan::LayerChoice> =
+            plan.layers.iter().map(|l| (l.node.as_str(), l)).collect();
+        let g = &model.graph;
+        let elems = |v: &str| -> usize { model.shapes[v].iter().product::<usize>() * batch };
+
+        // Buffer of each value; readers counted per buffer to allow in-place ReLU.
+        let mut buf_of: HashMap<&str, usize> = HashMap::new();
+        let mut sizes: Vec<usize> = vec![elems(&g.input.name)];
+        buf_of.insert(&g.input.name, 0);
+        let mut steps = Vec::new();
+        let mut names = Vec::new();
+        let mut scratch_len = 0usize;
+        // First pass: readers per value, to decide in-place ReLU.
+        let mut value_readers: HashMap<&str, usize> = HashMap::new();
+        for node in &g.nodes {
+            for i in &node.inputs {
+                *value_readers.entry(i).or_default() += 1;
+            }
+        }
+        *value_readers.entry(&g.output).or_default() += 1;
+
+        for node in &g.nodes {
+            let x = buf_of[node.inputs[0].as_str()];
+            let fresh = |sizes: &mut Vec<usize>| {
+                sizes.push(elems(&node.output));
+                sizes.len() - 1
+            };
+            let in_shape = &model.shapes[&node.inputs[0]];
+            let out_shape = &model.shapes[&node.output];
+            let step = match &node.op {
+                Op::Flatten => {
+                    buf_of.insert(&node.output, x);
+                    continue;
+                }
+                Op::Relu => {
+                    // In place when this ReLU is the only reader of its input's buffer.
+                    let sharing: usize = buf_of
+                        .iter()
+                        .filter(|(_, &b)| b == x)
+                        .map(|(v, _)| value_readers.get(v).copied().unwrap_or(0))
+                        .sum();
+                    let y = if sharing == 1 && x != 0 {
+                        x
+                    } else {
+                        fresh(&mut sizes)
+                    };
+                    Step::Relu { x, y }
+                }
+                Op::Linear { weight, bias } | Op::Conv2d { weight, bias, .. } => {
+                    let choice = choices.get(node.name.as_str()).ok_or_else(|| {
+                        ModelError::Plan(format!("the plan has no entry for node '{}'", node.name))
+                    })?;
+                    let mm = matmul(model, node, weight, bias.as_deref(), choice, batch, threads)?;
+                    let y = fresh(&mut sizes);
+                    if let Op::Conv2d {
+                        kernel,
+                        stride,
+                        padding,
+                        ..
+                    } = &node.op
+                    {
+                        let win = Window {
+                            c: in_shape[0],
+                            h: in_shape[1],
+                            w: in_shape[2],
+                            kh: kernel[0],
+                            kw: kernel[1],
+                            sh: stride[0],
+                            sw: stride[1],
+                            ph: padding[0],
+                            pw: padding[1],
+                            oh: out_shape[1],
+                            ow: out_shape[2],
+                        };
+                        let direct = kernel == &[1, 1] && stride == &[1, 1] && padding == &[0, 0];
+                        if !direct {
+                            scratch_len = scratch_len.max(mm.w.cols() * mm.n);
+                        }
+                        Step::Conv {
+                            mm,
+                            g: win,
+                            direct,
+                            x,
+                            y,
+                        }
+                    } else {
+                        Step::Linear { mm, x, y }
+                    }
+                }
+                Op::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    eps,
+                } => {
+                    let v = |k: &str| &model.vectors[k];
+                    let scale: Vec<f32> = v(gamma)
+                        .iter()
+                        .zip(v(var))
+                        .map(|(&g, &s)| (g as f64 / (s as f64 + *eps as f64).sqrt()) as f32)
+                        .collect();
+                    let shift = scale
+                        .iter()
+                        .zip(v(beta).iter().zip(v(mean)))
+                        .map(|(&s, (&b, &m))| b - s * m)
+                        .collect();
+                    let inner = in_shape[1..].iter().product::<usize>() * batch;
+                    Step::Affine {
+                        scale,
+                        shift,
+                        inner,
+                        x,
+                        y: fresh(&mut sizes),
+                    }
+                }
+                Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                    let win = Window {
+                        c: in_shape[0],
+                        h: in_shape[1],
+                        w: in_shape[2],
+                        kh: kernel[0],
+                        kw: kernel[1],
+                        sh: stride[0],
+                        sw: stride[1],
+                        ph: 0,
+                        pw: 0,
+                        oh: out_shape[1],
+                        ow: out_shape[2],
+                    };
+                    let max = matches!(node.op, Op::MaxPool { .. });
+                    Step::Pool {
+                        g: win,
+                        max,
+                        x,
+                        y: fresh(&mut sizes),
+                    }
+                }
+                Op::GlobalAvgPool => Step::GlobalAvg {
+                    c: in_shape[0],
+                    hw: in_shape[1] * in_shape[2],
+                    x,
+                    y: fresh(&mut sizes),
+                },
+                Op::Add => Step::Add {
+                    a: x,
+                    b: buf_of[node.inputs[1].as_str()],
+                    y: fresh(&mut sizes),
+                },
+                Op::Softmax => Step::Softmax {
+                    f: in_shape[0],
+                    x,
+                    y: fresh(&mut sizes),
+                },
+            };
+            let y = match &step {
+                Step::Linear { y, .. }
+                | Step::Conv { y, .. }
+                | Step::Affine { y, .. }
+                | Step::Relu { y, .. }
+                | Step::Pool { y, .. }
+                | Step::GlobalAvg { y, .. }
+                | Step::Add { y, .. }
+                | Step::Softmax { y, .. } => *y,
+            };
+            buf_of.insert(&node.output, y);
+            steps.push(step);
+            names.push(node.name.clone());
+        }
+        let in_features = g.input_len();
+        let out_features = model.shapes[&g.output].iter().product();
+        let mut ex = Executor {
+            batch,
+            in_features,
+            out_features,
+            pool,
+            steps,
+            names,
+            profile_ns: None,
+            bufs: sizes.into_iter().map(|s| vec![0.0; s]).collect(),
+            input_buf: 0,
+            output_buf: buf_of[g.output.as_str()],
+            scratch: vec![0.0; scratch_len],
+            out: vec![0.0; out_features * batch],
+        };
+        // Warm-up run: checks every kernel call once and touches every buffer.
+        let zeros = vec![0.0; in_features * batch];
+        ex.run(&zeros)?;
+        Ok(ex)
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Runs one batch: `input` is `[batch, in_features]`; returns `[batch, out_features]`.
+    pub fn run(&mut self, input: &[f32]) -> Result<&[f32], ModelError> {
+        let expected = self.batch * self.in_features;
+        if input.len() != expected {
+            return Err(ModelError::InputSize {
+                actual: input.len(),
+                expected,
+                batch: self.batch,
+                per_example: self.in_features,
+            });
+        }
+        let t = self.profile_ns.is_some().then(std::time::Instant::now);
+        ops::to_feature_major(
+            input,
+            self.in_features,
+            self.batch,
+            &mut self.bufs[self.input_buf],
+        );
+        self.record(0, t);
+        match self.pool.clone() {
+            // One hop into the pool per inference, not one per layer.
+            Some(pool) => pool.install(|| self.forward())?,
+            None => self.forward()?,
+        }
+        let t = self.profile_ns.is_some().then(std::time::Instant::now);
+        ops::to_example_major(
+            &self.bufs[self.output_buf],
+            self.out_features,
+            self.batch,
+            &mut self.out,
+        );
+        self.record(self.steps.len() + 1, t);
+        Ok(&self.out)
+    }
+
+    fn record(&mut self, slot: usize, started: Option<std::time::Instant>) {
+        if let (Some(p), Some(t)) = (self.profile_ns.as_mut(), started) {
+            p[slot] += t.elapsed().as_nanos() as f64;
+        }
+    }
+
+    /// Mean time per step over `iters` runs of `input`: `(name, ns)` in execution order, with
+    /// the input and output transposes as `<input>` and `<output>`.
+    pub fn profile(
+        &mut self,
+        input: &[f32],
+        iters: usize,
+    ) -> Result<Vec<(String, f64)>, ModelError> {
+        self.profile_ns = Some(vec![0.0; self.steps.len() + 2]);
+        let mut result = Ok(());
+        for _ in 0..iters.max(1) {
+            if let Err(e) = self.run(input) {
+                result = Err(e);
+                break;
+            }
+        }
+        let ns = self.profile_ns.take().unwrap_or_default();
+        result?;
+        let names = std::iter::once("<input>".to_string())
+            .chain(self.names.iter().cloned())
+            .chain(std::iter::once("<output>".to_string()));
+        Ok(names
+            .zip(ns)
+            .map(|(n, t)| (n, t / iters.max(1) as f64))
+            .collect())
+    }
+
+    fn forward(&mut self) -> Result<(), ModelError> {
+        let bufs = &mut self.bufs;
+        let scratch = &mut self.scratch;
+        let mut profile = self.profile_ns.as_mut();
+        for (si, step) in self.steps.iter().enumerate() {
+            let started = profile.is_some().then(std::time::Instant::now);
+            match step {
+                Step::Linear { mm, x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    let r = mm.run(&bufs[*x], &mut out);
+                    bufs[*y] = out;
+                    r?;
+                }
+                Step::Conv {
+                    mm,
+                    g,
+                    direct,
+                    x,
+                    y,
+                } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    let r = if *direct {
+                        mm.run(&bufs[*x], &mut out)
+                    } else {
+                        let p = &mut scratch[..mm.w.cols() * mm.n];
+                        ops::im2col(&bufs[*x], g, self.batch, p);
+                        mm.run(p, &mut out)
+                    };
+                    bufs[*y] = out;
+                    r?;
+                }
+                Step::Affine {
+                    scale,
+                    shift,
+                    inner,
+                    x,
+                    y,
+                } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    ops::channel_affine(&bufs[*x], scale, shift, *inner, &mut out);
+                    bufs[*y] = out;
+                }
+                Step::Relu { x, y } if x == y => ops::relu_inplace(&mut bufs[*y]),
+                Step::Relu { x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    ops::relu(&bufs[*x], &mut out);
+                    bufs[*y] = out;
+                }
+                Step::Pool { g, max, x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    ops::pool(&bufs[*x], g, self.batch, &mut out, *max);
+                    bufs[*y] = out;
+                }
+                Step::GlobalAvg { c, hw, x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    ops::global_avgpool(&bufs[*x], *c, *hw, self.batch, &mut out);
+                    bufs[*y] = out;
+                }
+                Step::Add { a, b, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    ops::add(&bufs[*a], &bufs[*b], &mut out);
+                    bufs[*y] = out;
+                }
+                Step::Softmax { f, x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    ops::softmax(&bufs[*x], *f, self.batch, &mut out);
+                    bufs[*y] = out;
+                }
+            }
+            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                p[si + 1] += t.elapsed().as_nanos() as f64;
+            }
+        }
+        Ok(())
+    }
+
+    /// The format and kernel each weight layer runs with.
+    pub fn layers(&self) -> Vec<(String, String, &'static str)> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Linear { mm, .. } | Step::Conv { mm, .. } => {
+                    Some((mm.node.clone(), mm.w.kind().name(), mm.kernel.name))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Matmul {
+    fn run(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
+        execute(self.kernel, &self.w, x, self.n, y, &self.part).map_err(|source| {
+            ModelError::Kernel {
+                node: self.node.clone(),
+                source,
+            }
+        })?;
+        if let Some(b) = &self.bias {
+            ops::add_bias(y, b, self.n);
+        }
+        Ok(())
+    }
+}
+
+fn matmul(
+    model: &Model,
+    node: &crate::graph::Node,
+    weight: &str,
+    bias: Option<&str>,
+    choice: &super::plan::LayerChoice,
+    batch: usize,
+    threads: usize,
+) -> Result<Matmul, ModelError> {
+    let plan_err = |m: String| ModelError::Plan(format!("node '{}': {m}", node.name));
+    let stored = &model.weights[weight];
+    let kind = parse_kind(&choice.format)
+        .ok_or_else(|| plan_err(format!("unknown format '{}'", choice.format)))?;
+    let dtype = match choice.dtype.as_str() {
+        "f32" => lopper_kernels::Dtype::F32,
+        "i8" => lopper_kernels::Dtype::I8,
+        d => return Err(plan_err(format!("unknown dtype '{d}'"))),
+    };
+    let w = if kind == stored.kind() && dtype == stored.dtype() {
+        stored.clone()
+    } else {
+        encode_as(weight, stored, kind, dtype)?
+    };
+    let kernel = registry::by_name(&choice.kernel)
+        .ok_or_else(|| plan_err(format!("unknown kernel '{}'", choice.kernel)))?;
+    let n = super::plan::product_width(model, node, batch);
+    if n != choice.n {
+        return Err(plan_err(format!(
+            "made for width {}, the model needs {n}",
+            choice.n
+        )));
+    }
+    let part = Partition::balanced(&w, threads);
+    Ok(Matmul {
+        node: node.name.clone(),
+        w,
+        kernel,
+        part,
+        bias: bias.map(|b| model.vectors[b].clone()),
+        n,
+    })
+}

@@ -1,0 +1,9 @@
+//! The sparse runtime: [`plan`] picks a format and kernel per layer by measurement, [`exec`]
+//! runs a model under a plan with preallocated buffers, [`ops`] holds the non-matmul ops.
+
+pub mod exec;
+pub mod ops;
+pub mod plan;
+
+pub use exec::Executor;
+pub use plan::{make_plan, plan_cached, Plan, PlanMode};

@@ -1,0 +1,312 @@
+//! The planner: for a batch size and thread count, it measures every candidate (format, kernel)
+//! of each weight layer on that layer's real matrix and product width, and keeps the fastest.
+//!
+//! A layer's product width `n` is the batch for a linear layer and `OH*OW*batch` for a
+//! convolution (im2col columns). Candidates are the weight re-encoded as dense, CSR (u16 indices
+//! when they fit), BSR 1x8 and 4x1 and, when the mask allows it, N:M 2:4, each with every
+//! registry kernel that accepts it; int8 weights keep int8 in the sparse formats and compete with
+//! their dequantized dense form. Plans are cached next to the model as `MODEL.plan.json`, keyed
+//! by the model file's digest, batch, threads, ISA and mode.
+
+use std::path::{Path, PathBuf};
+
+use lopper_kernels::bench::{measure_kernel, TimingOptions};
+use lopper_kernels::{registry, Dtype, FormatKind, Isa, WeightMatrix};
+use serde::{Deserialize, Serialize};
+
+use crate::convert::encode_as;
+use crate::error::ModelError;
+use crate::file::Model;
+use crate::graph::Op;
+
+/// Which formats the planner may choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanMode {
+    /// Every candidate format, measured.
+    Measured,
+    /// Dense f32 only (the best dense kernel, measured): the dense twin.
+    Dense,
+    /// The stored format with the registry's first kernel, unmeasured (for evaluation runs).
+    Stored,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub format: String,
+    pub dtype: String,
+    pub kernel: String,
+    pub ns: f64,
+}
+
+/// The choice for one weight layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerChoice {
+    pub node: String,
+    pub weight: String,
+    pub format: String,
+    pub dtype: String,
+    pub kernel: String,
+    /// Product width: batch (linear) or OH*OW*batch (conv).
+    pub n: usize,
+    /// Measured median time of the chosen kernel (0 when unmeasured).
+    pub ns: f64,
+    pub candidates: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub model_digest: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub isa: String,
+    pub mode: PlanMode,
+    pub layers: Vec<LayerChoice>,
+}
+
+/// FNV-1a 64 of the bytes, as hex: identifies the model file a plan was made for.
+pub fn digest(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Parses a format name as printed by [`FormatKind::name`].
+pub fn parse_kind(s: &str) -> Option<FormatKind> {
+    match s {
+        "dense" => Some(FormatKind::Dense),
+        "csr16" => Some(FormatKind::Csr16),
+        "csr32" => Some(FormatKind::Csr32),
+        _ => {
+            if let Some(d) = s.strip_prefix("bsr") {
+                let (a, b) = d.split_once('x')?;
+                return Some(FormatKind::Bsr {
+                    br: a.parse().ok()?,
+                    bc: b.parse().ok()?,
+                });
+            }
+            let d = s.strip_prefix("nm")?;
+            let (a, b) = d.split_once("of")?;
+            Some(FormatKind::Nm {
+                n: a.parse().ok()?,
+                m: b.parse().ok()?,
+            })
+        }
+    }
+}
+
+/// Product width of each weight node at `batch`.
+pub(crate) fn product_width(model: &Model, node: &crate::graph::Node, batch: usize) -> usize {
+    match node.op {
+        Op::Conv2d { .. } => {
+            let s = &model.shapes[&node.output];
+            s[1] * s[2] * batch
+        }
+        _ => batch,
+    }
+}
+
+fn candidate_kinds(w: &WeightMatrix, mode: PlanMode) -> Vec<(FormatKind, Dtype)> {
+    let csr = if w.cols() <= 1 << 16 {
+        FormatKind::Csr16
+    } else {
+        FormatKind::Csr32
+    };
+    match mode {
+        PlanMode::Dense => vec![(FormatKind::Dense, Dtype::F32)],
+        PlanMode::Stored => vec![(w.kind(), w.dtype())],
+        PlanMode::Measured => {
+            let dt = w.dtype();
+            let mut v = vec![
+                (FormatKind::Dense, Dtype::F32),
+                (csr, dt),
+                (FormatKind::Bsr { br: 1, bc: 8 }, dt),
+                (FormatKind::Bsr { br: 4, bc: 1 }, dt),
+            ];
+            if dt == Dtype::F32 && w.cols().is_multiple_of(4) {
+                v.push((FormatKind::Nm { n: 2, m: 4 }, dt));
+            }
+            v
+        }
+    }
+}
+
+/// Deterministic pseudo-random activations in `[-1, 1)` (the kernels' speed does not depend on
+/// the values, but denormals and zeros would distort it).
+fn activations(len: usize) -> Vec<f32> {
+    let mut s: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Timing used by the planner: short, since it runs once per model, batch and thread count.
+pub fn planner_timing() -> TimingOptions {
+    TimingOptions {
+        samples: 7,
+        min_sample_ns: 300_000,
+        warmup_calls: 2,
+        min_inner: 1,
+    }
+}
+
+/// Makes a plan for `model` at `batch` and `threads`.
+pub fn make_plan(
+    model: &Model,
+    digest: &str,
+    batch: usize,
+    threads: usize,
+    mode: PlanMode,
+) -> Result<Plan, ModelError> {
+    if batch == 0 || threads == 0 {
+        return Err(ModelError::Plan(
+            "batch and threads must be at least 1".into(),
+        ));
+    }
+    let isa = Isa::selected();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| ModelError::Plan(format!("thread pool: {e}")))?;
+    let timing = planner_timing();
+    let mut layers = Vec::new();
+    for node in &model.graph.nodes {
+        let Some(wname) = node.op.weight() else {
+            continue;
+        };
+        let stored = &model.weights[wname];
+        let n = product_width(model, node, batch);
+        let x = if mode == PlanMode::Stored {
+            Vec::new()
+        } else {
+            activations(stored.cols() * n)
+        };
+        let mut candidates = Vec::new();
+        let mut best: Option<(f64, FormatKind, Dtype, &'static str)> = None;
+        for (kind, dtype) in candidate_kinds(stored, mode) {
+            // A mask that does not fit N:M (or a format without int8) is simply not a candidate.
+            let Ok(w) = (if kind == stored.kind() && dtype == stored.dtype() {
+                Ok(stored.clone())
+            } else {
+                encode_as(wname, stored, kind, dtype)
+            }) else {
+                continue;
+            };
+            for k in registry::candidates(&w, n, isa) {
+                let ns = if mode == PlanMode::Stored {
+                    0.0
+                } else {
+                    measure_kernel(k, std::slice::from_ref(&w), &x, n, &pool, &timing)
+                        .map_err(|source| ModelError::Kernel {
+                            node: node.name.clone(),
+                            source,
+                        })?
+                        .median_ns
+                };
+                candidates.push(Candidate {
+                    format: kind.name(),
+                    dtype: dtype.name().to_string(),
+                    kernel: k.name.to_string(),
+                    ns,
+                });
+                if best.is_none_or(|b| ns < b.0) {
+                    best = Some((ns, kind, dtype, k.name));
+                }
+                if mode == PlanMode::Stored {
+                    break;
+                }
+            }
+        }
+        let (ns, kind, dtype, kernel) = best.ok_or_else(|| {
+            ModelError::Plan(format!(
+                "node '{}': no kernel accepts its weight",
+                node.name
+            ))
+        })?;
+        layers.push(LayerChoice {
+            node: node.name.clone(),
+            weight: wname.to_string(),
+            format: kind.name(),
+            dtype: dtype.name().to_string(),
+            kernel: kernel.to_string(),
+            n,
+            ns,
+            candidates,
+        });
+    }
+    Ok(Plan {
+        model_digest: digest.to_string(),
+        batch,
+        threads,
+        isa: isa.name().to_string(),
+        mode,
+        layers,
+    })
+}
+
+/// `MODEL.plan.json` next to the model.
+pub fn cache_path(model_path: &Path) -> PathBuf {
+    let mut name = model_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".plan.json");
+    model_path.with_file_name(name)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PlanCache {
+    plans: Vec<Plan>,
+}
+
+fn read_cache(path: &Path) -> PlanCache {
+    // A missing or unreadable cache is just a cache miss; it is rewritten on the next store.
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Loads the cached plan for `model_path`, or measures one and caches it. Returns the plan and
+/// whether it came from the cache.
+pub fn plan_cached(
+    model_path: &Path,
+    model: &Model,
+    digest: &str,
+    batch: usize,
+    threads: usize,
+    mode: PlanMode,
+) -> Result<(Plan, bool), ModelError> {
+    let path = cache_path(model_path);
+    let isa = Isa::selected().name();
+    let mut cache = read_cache(&path);
+    let matches = |p: &Plan| {
+        p.model_digest == digest
+            && p.batch == batch
+            && p.threads == threads
+            && p.isa == isa
+            && p.mode == mode
+    };
+    if let Some(p) = cache.plans.iter().find(|p| matches(p)) {
+        if p.layers.len() == model.weights.len() {
+            return Ok((p.clone(), true));
+        }
+    }
+    let plan = make_plan(model, digest, batch, threads, mode)?;
+    if mode != PlanMode::Stored {
+        cache
+            .plans
+            .retain(|p| !matches(p) && p.model_digest == digest);
+        cache.plans.push(plan.clone());
+        let json =
+            serde_json::to_vec_pretty(&cache).map_err(|e| ModelError::Plan(e.to_string()))?;
+        // The cache is an optimisation: a read-only folder must not make planning fail.
+        let _ = crate::file::write_atomic(&path, &json);
+    }
+    Ok((plan, false))
+}

@@ -1,0 +1,67 @@
+//! After warm-up, a single-threaded inference allocates nothing: every buffer is preallocated.
+//! (This test binary has its own counting allocator, so it holds this one test only.)
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use lopper_kernels::{Dtype, FormatKind};
+use lopper_model::runtime::plan::{make_plan, PlanMode};
+use lopper_model::Executor;
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    // Only the test thread counts: worker threads of dropped planner pools may still be
+    // shutting down (and allocating) in the background.
+    static COUNT_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNT_HERE.with(|c| c.get()) {
+            ALLOCS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn inference_allocates_nothing_after_warm_up() {
+    COUNT_HERE.with(|c| c.set(true));
+    for model in [
+        cnn(1, FormatKind::Csr16, Dtype::F32),
+        mlp(
+            2,
+            [FormatKind::Bsr { br: 1, bc: 8 }, FormatKind::Csr16],
+            Dtype::I8,
+        ),
+    ] {
+        for batch in [1, 5] {
+            let plan = make_plan(&model, "t", batch, 1, PlanMode::Measured).unwrap();
+            let mut ex = Executor::new(&model, &plan).unwrap();
+            let input = randn(&mut rng(3), model.graph.input_len() * batch);
+            ex.run(&input).unwrap();
+            let before = ALLOCS.load(Ordering::SeqCst);
+            for _ in 0..20 {
+                std::hint::black_box(ex.run(&input).unwrap());
+            }
+            let after = ALLOCS.load(Ordering::SeqCst);
+            assert_eq!(
+                after - before,
+                0,
+                "{} batch {batch}: allocations during inference",
+                model.graph.name
+            );
+        }
+    }
+}
