@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod denormals;
+pub mod export;
 pub mod model;
 pub mod prune;
 pub mod recipe;
