@@ -24,7 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Benchmark sparse kernels (`lopper bench kernels`) against the dense baseline, side by side.
+    /// Train, prune, export, run and compare a LeNet on Fashion-MNIST, end to end (start here).
+    Demo(cmd::demo::DemoArgs),
+    /// Benchmark a model file (`lopper bench MODEL.lop`) or the kernels (`lopper bench kernels`),
+    /// sparse against dense, side by side.
     Bench(cmd::bench::BenchArgs),
     /// Train a zoo model on Fashion-MNIST with a recipe's pruning plan (`--recipe FILE --out DIR`).
     Train(cmd::train::TrainArgs),
@@ -32,15 +35,28 @@ enum Command {
     Sensitivity(cmd::sensitivity::SensitivityArgs),
     /// Train one recipe dense and at several target sparsities; accuracy against sparsity.
     Sweep(cmd::sweep::SweepArgs),
+    /// Write a .lop model file from a training folder, or re-encode one (format, int8).
+    Export(cmd::export::ExportArgs),
+    /// Test-set accuracy of a .lop model through the sparse runtime.
+    Eval(cmd::eval::EvalArgs),
+    /// Predictions and probabilities of a .lop model for an input file (IDX or raw f32).
+    Run(cmd::run_model::RunArgs),
+    /// Per-layer op, shape, format, density, bytes and planned kernel of a .lop model.
+    Inspect(cmd::inspect::InspectArgs),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Sensitivity(args) => cmd::sensitivity::run(args),
         Command::Sweep(args) => cmd::sweep::run(args),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Run(args) => cmd::run_model::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
     }
 }
 

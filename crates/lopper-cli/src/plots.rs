@@ -196,3 +196,67 @@ pub fn accuracy_vs_sparsity(
         root.present().map_err(err)
     })
 }
+
+/// Grouped bars: one group per label, one bar per series (e.g. speedup at batch 1 and 64).
+pub fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    labels: &[String],
+    series: &[(String, Vec<f64>)],
+) -> anyhow::Result<()> {
+    atomic_png(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (900, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let n = labels.len().max(1) as f64;
+        let top = series
+            .iter()
+            .flat_map(|s| s.1.iter().copied())
+            .fold(1.0f64, f64::max)
+            * 1.15;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(-0.5f64..n - 0.5, 0.0f64..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(labels.len().max(1))
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_desc)
+            .draw()
+            .map_err(err)?;
+        let k = series.len().max(1) as f64;
+        let width = 0.8 / k;
+        for (si, (name, values)) in series.iter().enumerate() {
+            let color = Palette99::pick(si).mix(0.8);
+            chart
+                .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                    let x0 = i as f64 - 0.4 + si as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color.filled())
+                }))
+                .map_err(err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)
+    })
+}

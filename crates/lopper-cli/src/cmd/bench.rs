@@ -1,5 +1,5 @@
-//! `lopper bench TARGET`: `kernels` benchmarks the sparse kernels; model files come with the
-//! model runtime.
+//! `lopper bench TARGET`: `kernels` benchmarks the sparse kernels; a `.lop` path benchmarks that
+//! model sparse against its densified twin (see `bench_model`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,8 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// `kernels`: every sparse format and kernel against the best dense baseline, same run.
+    /// `kernels` (every sparse format and kernel against the best dense baseline) or a model
+    /// file (the model under its plan against the same model densified), same run.
     pub target: String,
     /// Fewer samples and repetitions (finishes in under 3 minutes on 2 cores).
     #[arg(long)]
@@ -34,6 +35,9 @@ pub struct BenchArgs {
     /// Seed of the random weights, masks and activations.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Model files: also print the time of each step of the planned run (to stderr).
+    #[arg(long)]
+    pub profile: bool,
     /// Also write the JSON records to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -42,8 +46,6 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.target.as_str() {
         "kernels" => super::bench_kernels::run(&args),
-        other => anyhow::bail!(
-            "unknown bench target '{other}': use `lopper bench kernels` (benchmarks of model files need the .lop runtime, which this build does not have yet)"
-        ),
+        path => super::bench_model::run(std::path::Path::new(path), &args),
     }
 }

@@ -61,6 +61,12 @@ pub struct Report {
     pub train_examples: usize,
     pub test_examples: usize,
     pub checkpoint: String,
+    /// The trained model as a `.lop` file (storage: smallest encoding per weight, f32).
+    pub model_file: String,
+    pub model_file_bytes: u64,
+    /// Mean and standard deviation of the training pixels, used to standardise inputs.
+    pub data_mean: f32,
+    pub data_std: f32,
 }
 
 struct Bar {
@@ -122,6 +128,32 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     let data = mnist::load(&dir)?;
+    let report = train_to_dir(&args, &recipe, &data)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: test accuracy {:.2}%, sparsity {:.2}% ({} of {} prunable weights nonzero); model {} ({} bytes); reports in {}",
+            report.model,
+            report.test_accuracy * 100.0,
+            report.sparsity * 100.0,
+            report.prunable_nonzero,
+            report.prunable_total,
+            report.model_file,
+            report.model_file_bytes,
+            args.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Trains `recipe` into `args.out`: checkpoint, `model.lop`, `report.json`, `report.md` and the
+/// plots. Progress goes to stderr unless `args.json`.
+pub fn train_to_dir(
+    args: &TrainArgs,
+    recipe: &Recipe,
+    data: &mnist::Dataset,
+) -> anyhow::Result<Report> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -144,9 +176,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         test_limit: args.test_limit,
         stop_after: args.stop_after,
     };
-    let summary = train(&recipe, &data, &opts, &mut obs)?;
+    let summary = train(recipe, data, &opts, &mut obs)?;
     obs.bar.finish_and_clear();
-    let report = build_report(&args, &recipe, &data, &summary);
+    let lop = args.out.join("model.lop");
+    let meta = super::model_io::export_meta(recipe.model.name(), data);
+    let model = lopper_train::export::export_checkpoint(recipe.model, &summary.checkpoint, &meta)?
+        .reencoded(
+            lopper_model::StorageChoice::Auto,
+            lopper_kernels::Dtype::F32,
+        )?;
+    let lop_bytes = model.write(&lop)?;
+    let mut report = build_report(args, recipe, data, &summary);
+    report.model_file = lop.display().to_string();
+    report.model_file_bytes = lop_bytes;
     let json = serde_json::to_string_pretty(&report)?;
     write_atomic(&args.out.join("report.json"), json.as_bytes())?;
     write_atomic(&args.out.join("report.md"), report_md(&report).as_bytes())?;
@@ -173,20 +215,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         &format!("{title}: sparsity per layer"),
         &layers,
     )?;
-    if args.json {
-        println!("{json}");
-    } else {
-        println!(
-            "{}: test accuracy {:.2}%, sparsity {:.2}% ({} of {} prunable weights nonzero); reports in {}",
-            report.model,
-            report.test_accuracy * 100.0,
-            report.sparsity * 100.0,
-            report.prunable_nonzero,
-            report.prunable_total,
-            args.out.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 fn build_report(
@@ -228,6 +257,10 @@ fn build_report(
             data.test.len()
         },
         checkpoint: s.checkpoint.display().to_string(),
+        model_file: String::new(),
+        model_file_bytes: 0,
+        data_mean: data.mean,
+        data_std: data.std,
     }
 }
 

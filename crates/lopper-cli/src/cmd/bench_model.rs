@@ -1,0 +1,312 @@
+//! `lopper bench MODEL`: the model under its planned sparse kernels against the same model
+//! densified and run through the dense path (best dense kernel per layer, also measured), in the
+//! same run, interleaved sample by sample so that machine noise hits both alike. Also times the
+//! model with every layer forced to one format ("uniform" plans, the best kernel of that format
+//! per layer), which shows whether the per-layer plan beats the best single choice.
+
+use std::path::Path;
+use std::time::Instant;
+
+use lopper_kernels::bench::median_sorted;
+use lopper_model::runtime::plan::{plan_cached, Plan, PlanMode};
+use lopper_model::Executor;
+use serde::Serialize;
+
+use super::model_io::Loaded;
+use crate::util::{cpu_model, utc_date};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerUse {
+    pub node: String,
+    pub format: String,
+    pub dtype: String,
+    pub kernel: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Uniform {
+    pub format: String,
+    pub ns: f64,
+}
+
+/// One `lopper bench MODEL --json` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRecord {
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub isa: String,
+    pub dense_ns: f64,
+    pub sparse_ns: f64,
+    pub speedup: f64,
+    pub file_bytes: u64,
+    pub dense_file_bytes: u64,
+    pub sparse_plan: Vec<LayerUse>,
+    pub dense_plan: Vec<LayerUse>,
+    pub uniform: Vec<Uniform>,
+    /// `sparse_ns / min(uniform ns)`: at most 1.1 means the planner is within 10 % of the best
+    /// single-format choice.
+    pub planned_vs_best_uniform: Option<f64>,
+    pub plan_from_cache: bool,
+    pub rounds: usize,
+    pub cpu: String,
+    pub date: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimingSpec {
+    pub rounds: usize,
+    pub min_sample_ns: u64,
+}
+
+fn uses(p: &Plan) -> Vec<LayerUse> {
+    p.layers
+        .iter()
+        .map(|l| LayerUse {
+            node: l.node.clone(),
+            format: l.format.clone(),
+            dtype: l.dtype.clone(),
+            kernel: l.kernel.clone(),
+        })
+        .collect()
+}
+
+/// The plan with every layer on `format` (its fastest kernel), if every layer had that candidate.
+fn uniform_plan(p: &Plan, format: &str) -> Option<Plan> {
+    let mut out = p.clone();
+    for l in &mut out.layers {
+        let c = l
+            .candidates
+            .iter()
+            .filter(|c| c.format == format)
+            .min_by(|a, b| a.ns.total_cmp(&b.ns))?;
+        l.format = c.format.clone();
+        l.dtype = c.dtype.clone();
+        l.kernel = c.kernel.clone();
+        l.ns = c.ns;
+    }
+    Some(out)
+}
+
+fn input(len: usize) -> Vec<f32> {
+    let mut s: u32 = 12345;
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Times the executors interleaved: each round takes one sample of each; returns medians.
+fn time_interleaved(exs: &mut [Executor], x: &[f32], spec: TimingSpec) -> anyhow::Result<Vec<f64>> {
+    let mut inner = Vec::with_capacity(exs.len());
+    for ex in exs.iter_mut() {
+        let t = Instant::now();
+        for _ in 0..3 {
+            ex.run(x)?;
+        }
+        let per = (t.elapsed().as_nanos() as f64 / 3.0).max(1.0);
+        inner.push(((spec.min_sample_ns as f64 / per).ceil() as usize).max(1));
+    }
+    let mut samples = vec![Vec::with_capacity(spec.rounds); exs.len()];
+    for _ in 0..spec.rounds.max(1) {
+        for (i, ex) in exs.iter_mut().enumerate() {
+            let t = Instant::now();
+            for _ in 0..inner[i] {
+                std::hint::black_box(ex.run(x)?);
+            }
+            samples[i].push(t.elapsed().as_nanos() as f64 / inner[i] as f64);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            median_sorted(&s)
+        })
+        .collect())
+}
+
+/// Benchmarks `loaded` at one batch size and thread count. `dense_file_bytes` is the size of the
+/// densified model's file.
+pub fn bench_model(
+    loaded: &Loaded,
+    batch: usize,
+    threads: usize,
+    spec: TimingSpec,
+    dense_file_bytes: u64,
+    with_uniform: bool,
+) -> anyhow::Result<ModelRecord> {
+    let model = &loaded.model;
+    let (sparse_plan, cached) = plan_cached(
+        &loaded.path,
+        model,
+        &loaded.digest,
+        batch,
+        threads,
+        PlanMode::Measured,
+    )?;
+    let (dense_plan, _) = plan_cached(
+        &loaded.path,
+        model,
+        &loaded.digest,
+        batch,
+        threads,
+        PlanMode::Dense,
+    )?;
+    let mut exs = vec![
+        Executor::new(model, &dense_plan)?,
+        Executor::new(model, &sparse_plan)?,
+    ];
+    let mut formats: Vec<String> = Vec::new();
+    if with_uniform {
+        for c in sparse_plan.layers.iter().flat_map(|l| &l.candidates) {
+            if !formats.contains(&c.format) {
+                formats.push(c.format.clone());
+            }
+        }
+        formats.retain(|f| uniform_plan(&sparse_plan, f).is_some());
+        for f in &formats {
+            if let Some(p) = uniform_plan(&sparse_plan, f) {
+                exs.push(Executor::new(model, &p)?);
+            }
+        }
+    }
+    let x = input(batch * model.graph.input_len());
+    let t = time_interleaved(&mut exs, &x, spec)?;
+    let uniform: Vec<Uniform> = formats
+        .iter()
+        .zip(&t[2..])
+        .map(|(f, &ns)| Uniform {
+            format: f.clone(),
+            ns,
+        })
+        .collect();
+    let best_uniform = uniform.iter().map(|u| u.ns).fold(f64::INFINITY, f64::min);
+    Ok(ModelRecord {
+        model: loaded.path.display().to_string(),
+        batch,
+        threads,
+        isa: sparse_plan.isa.clone(),
+        dense_ns: t[0],
+        sparse_ns: t[1],
+        speedup: t[0] / t[1],
+        file_bytes: loaded.file_bytes,
+        dense_file_bytes,
+        sparse_plan: uses(&sparse_plan),
+        dense_plan: uses(&dense_plan),
+        planned_vs_best_uniform: best_uniform.is_finite().then(|| t[1] / best_uniform),
+        uniform,
+        plan_from_cache: cached,
+        rounds: spec.rounds,
+        cpu: cpu_model(),
+        date: utc_date(),
+    })
+}
+
+/// Mean time of each step of the planned run at `batch`/`threads`, to stderr.
+fn print_profile(loaded: &Loaded, batch: usize, threads: usize) -> anyhow::Result<()> {
+    let model = &loaded.model;
+    let (plan, _) = plan_cached(
+        &loaded.path,
+        model,
+        &loaded.digest,
+        batch,
+        threads,
+        PlanMode::Measured,
+    )?;
+    let mut ex = Executor::new(model, &plan)?;
+    let x = input(batch * model.graph.input_len());
+    let iters = (20_000_000 / (batch * model.graph.input_len()).max(1)).clamp(10, 2000);
+    let steps = ex.profile(&x, iters)?;
+    let total: f64 = steps.iter().map(|s| s.1).sum();
+    eprintln!("  profile, batch {batch}, {threads} thread(s), {iters} runs:");
+    for (name, ns) in steps {
+        eprintln!(
+            "    {name:<24} {:>10.2} us {:>5.1}%",
+            ns / 1e3,
+            100.0 * ns / total
+        );
+    }
+    Ok(())
+}
+
+/// Size of the densified model's file, computed in memory.
+pub fn dense_file_bytes(loaded: &Loaded) -> anyhow::Result<u64> {
+    Ok(loaded.model.densified()?.to_bytes()?.len() as u64)
+}
+
+/// `lopper bench MODEL` with the kernel-bench flags that apply.
+pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let loaded = super::model_io::load(path)?;
+    let batches = args.batch.clone().unwrap_or_else(|| vec![1, 64]);
+    let threads = args.threads.clone().unwrap_or_else(|| vec![1, 2]);
+    if batches.iter().chain(&threads).any(|&v| v == 0 || v > 4096) {
+        anyhow::bail!("--batch and --threads take values from 1 to 4096");
+    }
+    let spec = TimingSpec {
+        rounds: if args.quick { 7 } else { 21 },
+        min_sample_ns: if args.quick { 2_000_000 } else { 5_000_000 },
+    };
+    let dense_bytes = dense_file_bytes(&loaded)?;
+    eprintln!(
+        "lopper bench {}: {} | isa {} | {} rounds, median per call",
+        path.display(),
+        cpu_model(),
+        lopper_kernels::Isa::selected().name(),
+        spec.rounds
+    );
+    if !args.json {
+        println!(
+            "{:>6} {:>7} {:>12} {:>12} {:>8} {:>10}  plan",
+            "batch", "threads", "dense us", "sparse us", "speedup", "vs uniform"
+        );
+    }
+    let mut records = Vec::new();
+    for &b in &batches {
+        for &t in &threads {
+            let r = bench_model(&loaded, b, t, spec, dense_bytes, true)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let plan: Vec<String> = r
+                    .sparse_plan
+                    .iter()
+                    .map(|l| format!("{}={}", l.node, l.format))
+                    .collect();
+                println!(
+                    "{:>6} {:>7} {:>12.2} {:>12.2} {:>7.2}x {:>10}  {}",
+                    b,
+                    t,
+                    r.dense_ns / 1e3,
+                    r.sparse_ns / 1e3,
+                    r.speedup,
+                    r.planned_vs_best_uniform
+                        .map_or("-".into(), |v| format!("{v:.2}")),
+                    plan.join(" ")
+                );
+            }
+            if args.profile {
+                print_profile(&loaded, b, t)?;
+            }
+            records.push(r);
+        }
+    }
+    if !args.json {
+        println!(
+            "file: {} bytes; densified: {} bytes ({:.1}x smaller)",
+            loaded.file_bytes,
+            dense_bytes,
+            dense_bytes as f64 / loaded.file_bytes as f64
+        );
+    }
+    if let Some(out) = &args.out {
+        let text: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).map(|s| s + "\n"))
+            .collect::<Result<_, _>>()?;
+        crate::util::write_atomic(out, text.as_bytes())?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,175 @@
+//! `lopper run MODEL --input FILE [--json]`: predictions and probabilities for the examples in
+//! FILE. An IDX file of 8-bit images (raw or gzip, as Fashion-MNIST ships) is preprocessed as
+//! the model file says; any other file is read as little-endian f32 values already
+//! preprocessed, `[n, input size]` example after example.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use lopper_model::graph::Op;
+use lopper_model::runtime::plan::{make_plan, PlanMode};
+use lopper_model::Executor;
+use serde::Serialize;
+
+use super::eval::argmax;
+use super::model_io::load;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Model file (.lop).
+    pub model: PathBuf,
+    /// Input: IDX images (.gz or raw) or raw little-endian f32.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Print JSON: outputs (raw graph output), predictions, labels and probabilities.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct RunOutput {
+    model: String,
+    input: String,
+    batch: usize,
+    outputs: Vec<Vec<f32>>,
+    predictions: Vec<usize>,
+    labels: Vec<String>,
+    probabilities: Vec<Vec<f32>>,
+}
+
+/// Reads the examples in `path` as model input `[n, features]`.
+fn read_input(
+    path: &Path,
+    features: usize,
+    pre: Option<lopper_model::Preprocess>,
+) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("{}: cannot read the input", path.display()))?;
+    let is_gzip = bytes.starts_with(&[0x1f, 0x8b]);
+    let is_idx = bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08;
+    if is_gzip || is_idx {
+        let idx = lopper_train::data::idx::read_idx(path)?;
+        let per: usize = idx.dims.iter().skip(1).product();
+        if idx.dims.len() < 2 || per != features {
+            anyhow::bail!(
+                "{}: IDX images of shape {:?} do not fit the model's {features} inputs per example",
+                path.display(),
+                idx.dims
+            );
+        }
+        let Some(p) = pre else {
+            anyhow::bail!(
+                "{}: the model file has no input preprocessing, so it cannot take 8-bit images; give raw f32 input",
+                path.display()
+            );
+        };
+        return Ok(idx
+            .data
+            .iter()
+            .map(|&v| (v as f32 * p.scale - p.mean) / p.std)
+            .collect());
+    }
+    if bytes.len() % 4 != 0 || bytes.is_empty() || (bytes.len() / 4) % features != 0 {
+        anyhow::bail!(
+            "{}: {} bytes is not a whole number of examples of {features} f32 values (and not an IDX file)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(v)
+}
+
+fn softmax(row: &[f32]) -> Vec<f32> {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| (v / s) as f32).collect()
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(&args.model)?;
+    let model = &loaded.model;
+    let f = model.graph.input_len();
+    let x = read_input(&args.input, f, model.graph.input.preprocess)?;
+    let n = x.len() / f;
+    let mut outputs = Vec::with_capacity(n);
+    // Chunks of up to 256 examples keep buffers small for large inputs.
+    let chunk = n.min(256);
+    let mut ex: Option<Executor> = None;
+    for start in (0..n).step_by(chunk) {
+        let b = chunk.min(n - start);
+        if ex.as_ref().is_none_or(|e| e.batch() != b) {
+            let plan = make_plan(model, &loaded.digest, b, args.threads, PlanMode::Stored)?;
+            ex = Some(Executor::new(model, &plan)?);
+        }
+        let Some(e) = ex.as_mut() else { unreachable!() };
+        let classes = e.out_features();
+        let out = e.run(&x[start * f..(start + b) * f])?;
+        outputs.extend(out.chunks(classes).map(<[f32]>::to_vec));
+    }
+    let already_softmax = model
+        .graph
+        .nodes
+        .iter()
+        .any(|nd| nd.output == model.graph.output && nd.op == Op::Softmax);
+    let probabilities: Vec<Vec<f32>> = outputs
+        .iter()
+        .map(|o| {
+            if already_softmax {
+                o.clone()
+            } else {
+                softmax(o)
+            }
+        })
+        .collect();
+    let predictions: Vec<usize> = outputs.iter().map(|o| argmax(o)).collect();
+    let label = |i: usize| {
+        model
+            .graph
+            .labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    };
+    let out = RunOutput {
+        model: args.model.display().to_string(),
+        input: args.input.display().to_string(),
+        batch: n,
+        labels: predictions.iter().map(|&p| label(p)).collect(),
+        outputs,
+        predictions,
+        probabilities,
+    };
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if args.json {
+        serde_json::to_writer(&mut w, &out)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(w))
+    } else {
+        out.predictions
+            .iter()
+            .zip(&out.probabilities)
+            .enumerate()
+            .try_for_each(|(i, (&p, probs))| {
+                writeln!(w, "{i}: {} (class {p}, p = {:.4})", label(p), probs[p])
+            })
+    };
+    match written.and_then(|()| w.flush()) {
+        // A closed pipe (`lopper run ... | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r.context("writing the predictions")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
