@@ -268,9 +268,11 @@ fn run<M: Classifier>(
         state.next_epoch = epoch + 1;
         save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
     }
-    if state.next_epoch == recipe.epochs {
+    let already_done = state.history.last().map(|r| r.epoch) == Some(recipe.epochs);
+    if state.next_epoch == recipe.epochs && !already_done {
         // A schedule event at the step after the last one prunes the trained model with no
         // fine-tuning (one-shot at `epoch = epochs`): the control that shows what fine-tuning buys.
+        // The pruned model is checkpointed, so exports see it; a resumed run does not prune twice.
         if let Some(target) = schedule.target_at(recipe.epochs * spe, spe) {
             let layers = prunable_layers(&model);
             masks = plan.masks(&layers, &masks, target, final_target, state.prune_events);
@@ -287,6 +289,7 @@ fn run<M: Classifier>(
             };
             obs.on_epoch(&record);
             state.history.push(record);
+            save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
         }
     }
     let sparsity = measure_sparsity(&model);

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -229,4 +230,24 @@ fn lenet5_trains_a_few_steps() {
         names,
         ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
     );
+}
+
+#[test]
+fn pruning_after_the_last_epoch_is_checkpointed_once() {
+    let data = dataset();
+    let text = "model = \"lenet300\"\nepochs = 1\ntrain_limit = 2000\n[pruning]\nschedule = { kind = \"one_shot\", epoch = 1, target = 0.9 }\n";
+    let recipe = Recipe::parse(Path::new("test.toml"), text).unwrap();
+    let dir = out_dir("post-prune");
+    let a = train(&recipe, &data, &opts(&dir, false), &mut Silent).unwrap();
+    assert_eq!(a.history.len(), 2, "the epoch, then the no-fine-tune prune");
+    // The checkpoint holds the pruned model, which is what an export reads.
+    let saved = Lenet300::new(&Device::flex())
+        .try_load_file(dir.join("model.bpk"))
+        .unwrap();
+    let s = measure_sparsity(&saved).sparsity;
+    assert!((s - 0.9).abs() < 1e-3, "checkpoint sparsity {s}");
+    // Resuming a finished run neither prunes again nor adds a record.
+    let b = train(&recipe, &data, &opts(&dir, true), &mut Silent).unwrap();
+    assert_eq!(b.history.len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }
