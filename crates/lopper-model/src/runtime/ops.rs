@@ -40,6 +40,19 @@ pub fn im2col(x: &[f32], g: &Window, n: usize, patches: &mut [f32]) {
                         continue;
                     }
                     let src_row = ((ci * g.h + iy as usize) * g.w) * n;
+                    if g.sw == 1 {
+                        // Unit column stride: the in-bounds outputs of this row read one
+                        // contiguous run of the input, so copy it whole.
+                        let lo = g.pw.saturating_sub(kx).min(g.ow);
+                        let hi = (g.w + g.pw).saturating_sub(kx).clamp(lo, g.ow);
+                        dst[..lo * n].fill(0.0);
+                        dst[hi * n..].fill(0.0);
+                        if hi > lo {
+                            let s = src_row + (lo + kx - g.pw) * n;
+                            dst[lo * n..hi * n].copy_from_slice(&x[s..s + (hi - lo) * n]);
+                        }
+                        continue;
+                    }
                     for ox in 0..g.ow {
                         let ix = (ox * g.sw + kx) as isize - g.pw as isize;
                         let d = &mut dst[ox * n..(ox + 1) * n];
@@ -245,6 +258,70 @@ mod tests {
         let mut p = vec![0.0; 18 * 2];
         im2col(&x, &g, 2, &mut p);
         assert_eq!(p, x);
+    }
+
+    /// Plain per-element im2col, the twin of the contiguous-run path.
+    fn im2col_naive(x: &[f32], g: &Window, n: usize) -> Vec<f32> {
+        let cols = g.oh * g.ow * n;
+        let mut p = vec![0.0; g.c * g.kh * g.kw * cols];
+        for ci in 0..g.c {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (ci * g.kh + ky) * g.kw + kx;
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                            let ix = (ox * g.sw + kx) as isize - g.pw as isize;
+                            for j in 0..n {
+                                let inside = iy >= 0
+                                    && ix >= 0
+                                    && (iy as usize) < g.h
+                                    && (ix as usize) < g.w;
+                                p[row * cols + (oy * g.ow + ox) * n + j] = if inside {
+                                    x[((ci * g.h + iy as usize) * g.w + ix as usize) * n + j]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn im2col_matches_naive_on_a_grid() {
+        for (h, w, k, s, p, n) in [
+            (5, 7, 3, 1, 1, 1),
+            (5, 7, 3, 1, 0, 2),
+            (6, 6, 5, 1, 2, 3),
+            (7, 5, 3, 2, 1, 1),
+            (4, 4, 1, 1, 0, 2),
+            (3, 3, 5, 1, 3, 1),
+            (8, 8, 2, 2, 0, 4),
+        ] {
+            let oh = (h + 2 * p - k) / s + 1;
+            let ow = (w + 2 * p - k) / s + 1;
+            let g = Window {
+                c: 2,
+                h,
+                w,
+                kh: k,
+                kw: k,
+                sh: s,
+                sw: s,
+                ph: p,
+                pw: p,
+                oh,
+                ow,
+            };
+            let x: Vec<f32> = (0..2 * h * w * n).map(|v| v as f32 + 1.0).collect();
+            let mut got = vec![f32::NAN; 2 * k * k * oh * ow * n];
+            im2col(&x, &g, n, &mut got);
+            assert_eq!(got, im2col_naive(&x, &g, n), "{h}x{w} k{k} s{s} p{p} n{n}");
+        }
     }
 
     #[test]
