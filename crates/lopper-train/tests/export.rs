@@ -113,3 +113,8 @@ fn resnet8_export_matches_burn_with_folded_batchnorm() {
     );
     check(m, "resnet8");
 }
+
+#[test]
+fn resnet20_export_matches_burn() {
+    check(ResNet::new(20, &Device::flex().autodiff()), "resnet20");
+}
