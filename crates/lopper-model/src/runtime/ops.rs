@@ -71,6 +71,9 @@ pub fn im2col(x: &[f32], g: &Window, n: usize, patches: &mut [f32]) {
 
 /// Max or mean over each window (no padding). `y` is `[c, oh, ow, n]`.
 pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
+    if n == 1 {
+        return pool_single(x, g, y, max);
+    }
     let inv = 1.0 / (g.kh * g.kw) as f32;
     for c in 0..g.c {
         for oy in 0..g.oh {
@@ -97,6 +100,36 @@ pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
                 }
                 if !max {
                     out.iter_mut().for_each(|o| *o *= inv);
+                }
+            }
+        }
+    }
+}
+
+/// [`pool`] for batch 1, without the per-element slices of the batched path (batch-1 latency
+/// is what users of a single image wait for). Same NaN rule.
+fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
+    let inv = 1.0 / (g.kh * g.kw) as f32;
+    let mut out = y.iter_mut();
+    for c in 0..g.c {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for ky in 0..g.kh {
+                    let row = &plane[(oy * g.sh + ky) * g.w + ox * g.sw..][..g.kw];
+                    for &v in row {
+                        acc = if !max {
+                            acc + v
+                        } else if v > acc || v.is_nan() {
+                            v
+                        } else {
+                            acc
+                        };
+                    }
+                }
+                if let Some(o) = out.next() {
+                    *o = if max { acc } else { acc * inv };
                 }
             }
         }
@@ -321,6 +354,36 @@ mod tests {
             let mut got = vec![f32::NAN; 2 * k * k * oh * ow * n];
             im2col(&x, &g, n, &mut got);
             assert_eq!(got, im2col_naive(&x, &g, n), "{h}x{w} k{k} s{s} p{p} n{n}");
+        }
+    }
+
+    #[test]
+    fn pool_batch_one_matches_batched_path() {
+        let g = Window {
+            c: 3,
+            h: 7,
+            w: 6,
+            kh: 3,
+            kw: 2,
+            sh: 2,
+            sw: 1,
+            ph: 0,
+            pw: 0,
+            oh: 3,
+            ow: 5,
+        };
+        let x: Vec<f32> = (0..3 * 7 * 6)
+            .map(|v| ((v * 37) % 11) as f32 - 5.0)
+            .collect();
+        for max in [true, false] {
+            let mut one = vec![0.0; 3 * 3 * 5];
+            pool(&x, &g, 1, &mut one, max);
+            // The same data as a batch of 2 with a copy in the second column.
+            let x2: Vec<f32> = x.iter().flat_map(|&v| [v, v]).collect();
+            let mut two = vec![0.0; 2 * 3 * 3 * 5];
+            pool(&x2, &g, 2, &mut two, max);
+            let first: Vec<f32> = two.iter().step_by(2).copied().collect();
+            assert_eq!(one, first, "max = {max}");
         }
     }
 
