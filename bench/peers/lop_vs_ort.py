@@ -50,9 +50,23 @@ def dense_weight(get, name, spec):
     if fmt == "dense":
         return get(name).astype(np.float32).reshape(rows, cols)
     row_ptr = get(name + ".row_ptr").astype(np.int64)
-    col_idx = get(name + ".col_idx").astype(np.int64)
     values = get(name + ".values")
-    if fmt == "csr":
+    if fmt == "csr_delta8":
+        # One-byte relative column indices: col = prev + 1 + delta, prev = -1 at each row start;
+        # fillers are stored zeros, so they add nothing.
+        delta = get(name + ".col_delta").astype(np.int64) + 1
+        rows_of = np.repeat(np.arange(rows), np.diff(row_ptr))
+        csum = np.cumsum(delta)
+        starts = np.concatenate([[0], csum])[row_ptr[:-1]]
+        col_idx = csum - np.repeat(starts, np.diff(row_ptr)) - 1
+        w = np.zeros((rows, cols), np.float32)
+        w[rows_of, col_idx] = values
+        fmt = "decoded"
+    else:
+        col_idx = get(name + ".col_idx").astype(np.int64)
+    if fmt == "decoded":
+        pass
+    elif fmt == "csr":
         w = np.zeros((rows, cols), np.float32)
         w[np.repeat(np.arange(rows), np.diff(row_ptr)), col_idx] = values
     elif fmt == "bsr":

@@ -8,14 +8,18 @@ use lopper_kernels::{Dtype, FormatKind, WeightMatrix};
 
 use crate::error::ModelError;
 use crate::file::Model;
+use crate::graph::StorageFormat;
 
 /// How a weight is stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageChoice {
-    /// The smallest encoding among dense, CSR, BSR 1x8 and BSR 4x1 (f32: dense included).
+    /// The smallest encoding among dense (f32 only), CSR, CSR with 8-bit relative indices,
+    /// BSR 1x8 and BSR 4x1.
     Auto,
     Dense,
     Csr,
+    /// CSR with one-byte relative column indices (storage only; see [`crate::delta`]).
+    CsrDelta8,
     Bsr {
         br: usize,
         bc: usize,
@@ -30,6 +34,7 @@ impl std::str::FromStr for StorageChoice {
             "auto" => Ok(Self::Auto),
             "dense" => Ok(Self::Dense),
             "csr" => Ok(Self::Csr),
+            "csr-delta8" | "csr_delta8" => Ok(Self::CsrDelta8),
             _ => {
                 let dims = s.strip_prefix("bsr").and_then(|d| {
                     let (a, b) = d.split_once('x')?;
@@ -40,7 +45,7 @@ impl std::str::FromStr for StorageChoice {
                         Ok(Self::Bsr { br, bc })
                     }
                     _ => Err(format!(
-                        "unknown storage format '{s}': use auto, dense, csr or bsrRxC (e.g. bsr4x1)"
+                        "unknown storage format '{s}': use auto, dense, csr, csr-delta8 or bsrRxC (e.g. bsr4x1)"
                     )),
                 }
             }
@@ -77,51 +82,86 @@ pub fn encode_as(
     })
 }
 
-/// `w` stored as `choice` with `dtype`. int8 needs a sparse format (dense has no int8 variant);
-/// `Auto` picks the smallest of the allowed encodings.
+/// `w` stored as `choice` with `dtype`: the matrix and the storage format it is written in.
+/// int8 needs a sparse format (dense has no int8 variant); `Auto` picks the smallest of the
+/// allowed encodings.
 pub fn encode_storage(
     name: &str,
     w: &WeightMatrix,
     choice: StorageChoice,
     dtype: Dtype,
-) -> Result<WeightMatrix, ModelError> {
-    let kinds: Vec<FormatKind> = match choice {
-        StorageChoice::Dense => vec![FormatKind::Dense],
-        StorageChoice::Csr => vec![csr_kind(w.cols())],
-        StorageChoice::Bsr { br, bc } => vec![FormatKind::Bsr { br, bc }],
+) -> Result<(WeightMatrix, StorageFormat), ModelError> {
+    let csr = csr_kind(w.cols());
+    let kinds: Vec<(FormatKind, bool)> = match choice {
+        StorageChoice::Dense => vec![(FormatKind::Dense, false)],
+        StorageChoice::Csr => vec![(csr, false)],
+        StorageChoice::CsrDelta8 => vec![(csr, true)],
+        StorageChoice::Bsr { br, bc } => vec![(FormatKind::Bsr { br, bc }, false)],
         StorageChoice::Auto => {
             let mut k = vec![
-                csr_kind(w.cols()),
-                FormatKind::Bsr { br: 1, bc: 8 },
-                FormatKind::Bsr { br: 4, bc: 1 },
+                (csr, false),
+                (csr, true),
+                (FormatKind::Bsr { br: 1, bc: 8 }, false),
+                (FormatKind::Bsr { br: 4, bc: 1 }, false),
             ];
             if dtype == Dtype::F32 {
-                k.insert(0, FormatKind::Dense);
+                k.insert(0, (FormatKind::Dense, false));
             }
             k
         }
     };
-    let mut best: Option<WeightMatrix> = None;
-    for kind in kinds {
+    let mut best: Option<(usize, WeightMatrix, StorageFormat)> = None;
+    for (kind, delta) in kinds {
         let m = encode_as(name, w, kind, dtype)?;
-        if best
-            .as_ref()
-            .is_none_or(|b| m.storage_bytes() < b.storage_bytes())
-        {
-            best = Some(m);
+        let (bytes, format) = if delta {
+            (delta_bytes(&m), StorageFormat::CsrDelta8)
+        } else {
+            (m.storage_bytes(), crate::file::spec_of(&m).format)
+        };
+        if best.as_ref().is_none_or(|b| bytes < b.0) {
+            best = Some((bytes, m, format));
         }
     }
-    best.ok_or_else(|| ModelError::Plan(format!("weight '{name}': no storage format")))
+    best.map(|b| (b.1, b.2))
+        .ok_or_else(|| ModelError::Plan(format!("weight '{name}': no storage format")))
+}
+
+/// Bytes of the delta encoding of a CSR matrix (row pointers, deltas, values, scales).
+fn delta_bytes(m: &WeightMatrix) -> usize {
+    let stored = match m {
+        WeightMatrix::Csr16(c) => {
+            crate::delta::stored_len(c.row_ptr(), |k| c.col_idx()[k] as usize)
+        }
+        WeightMatrix::Csr32(c) => {
+            crate::delta::stored_len(c.row_ptr(), |k| c.col_idx()[k] as usize)
+        }
+        _ => return usize::MAX,
+    };
+    let value = match m.dtype() {
+        Dtype::F32 => 4,
+        Dtype::I8 => 1,
+    };
+    let scales = if m.dtype() == Dtype::I8 {
+        4 * m.rows()
+    } else {
+        0
+    };
+    4 * (m.rows() + 1) + stored * (1 + value) + scales
 }
 
 impl Model {
     /// The same model with every weight stored as `choice` with `dtype`.
     pub fn reencoded(&self, choice: StorageChoice, dtype: Dtype) -> Result<Model, ModelError> {
         let mut weights = BTreeMap::new();
+        let mut graph = self.graph.clone();
         for (name, w) in &self.weights {
-            weights.insert(name.clone(), encode_storage(name, w, choice, dtype)?);
+            let (m, format) = encode_storage(name, w, choice, dtype)?;
+            let mut spec = crate::file::spec_of(&m);
+            spec.format = format;
+            graph.weights.insert(name.clone(), spec);
+            weights.insert(name.clone(), m);
         }
-        Model::new(self.graph.clone(), weights, self.vectors.clone())
+        Model::new(graph, weights, self.vectors.clone())
     }
 
     /// The same model with every weight dense f32 (int8 weights dequantized): the dense twin.

@@ -66,9 +66,20 @@ impl Model {
         weights: BTreeMap<String, WeightMatrix>,
         vectors: BTreeMap<String, Vec<f32>>,
     ) -> Result<Self, ModelError> {
+        // Specs follow the matrices; a CSR matrix keeps a delta-encoded storage request.
         graph.weights = weights
             .iter()
-            .map(|(k, w)| (k.clone(), spec_of(w)))
+            .map(|(k, w)| {
+                let mut spec = spec_of(w);
+                let wants_delta = graph
+                    .weights
+                    .get(k)
+                    .is_some_and(|s| s.format == StorageFormat::CsrDelta8);
+                if wants_delta && spec.format == StorageFormat::Csr {
+                    spec.format = StorageFormat::CsrDelta8;
+                }
+                (k.clone(), spec)
+            })
             .collect();
         for (k, v) in &vectors {
             if v.iter().any(|x| !x.is_finite()) {
@@ -191,7 +202,12 @@ impl Model {
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         let mut tensors: Vec<RawTensor> = Vec::new();
         for (name, w) in &self.weights {
-            tensors.extend(weights::to_tensors(name, w)?.1);
+            let format = self
+                .graph
+                .weights
+                .get(name)
+                .map_or(StorageFormat::Csr, |s| s.format);
+            tensors.extend(weights::to_tensors(name, w, format)?.1);
         }
         for (name, v) in &self.vectors {
             tensors.push(RawTensor::f32(name.clone(), vec![v.len()], v));
@@ -244,6 +260,7 @@ fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
             StDtype::F32 => "F32",
             StDtype::I8 => "I8",
             StDtype::U16 => "U16",
+            StDtype::U8 => "U8",
             _ => "U32",
         };
         header.insert(

@@ -48,6 +48,9 @@ pub enum StorageFormat {
     Dense,
     Csr,
     Bsr,
+    /// CSR with one-byte relative column indices and filler zeros (see [`crate::delta`]).
+    #[serde(rename = "csr_delta8")]
+    CsrDelta8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

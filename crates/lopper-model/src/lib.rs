@@ -5,6 +5,7 @@
 //! `[out, in]` everywhere in this crate (ONNX/PyTorch layout).
 
 pub mod convert;
+pub mod delta;
 pub mod error;
 pub mod file;
 pub mod graph;

@@ -73,12 +73,38 @@ fn dtype_of(values: &Values) -> WeightDtype {
     }
 }
 
-/// The spec and tensors that store `w` under `name`. N:M matrices are stored as CSR (the
+/// The spec and tensors that store `w` under `name` in `format` ([`StorageFormat::CsrDelta8`]
+/// applies to CSR matrices; any other format is `w`'s own). N:M matrices are stored as CSR (the
 /// planner can re-encode them as N:M at load).
 pub fn to_tensors(
     name: &str,
     w: &WeightMatrix,
+    format: StorageFormat,
 ) -> Result<(WeightSpec, Vec<RawTensor>), ModelError> {
+    if format == StorageFormat::CsrDelta8 {
+        let delta = match w {
+            WeightMatrix::Csr16(m) => Some(delta_tensors(
+                name,
+                m.row_ptr(),
+                |k| m.col_idx()[k] as usize,
+                m.values(),
+            )),
+            WeightMatrix::Csr32(m) => Some(delta_tensors(
+                name,
+                m.row_ptr(),
+                |k| m.col_idx()[k] as usize,
+                m.values(),
+            )),
+            _ => None,
+        };
+        if let Some(t) = delta {
+            let spec = WeightSpec {
+                format: StorageFormat::CsrDelta8,
+                ..csr_spec(t.1, [w.rows(), w.cols()])
+            };
+            return Ok((spec, t.0));
+        }
+    }
     let shape = [w.rows(), w.cols()];
     let mut out = Vec::new();
     let spec = match w {
@@ -128,10 +154,53 @@ pub fn to_tensors(
                 name: name.into(),
                 source,
             })?;
-            return to_tensors(name, &csr);
+            return to_tensors(name, &csr, format);
         }
     };
     Ok((spec, out))
+}
+
+/// The delta-encoded tensors of a CSR matrix, and its values (for the spec's dtype).
+fn delta_tensors<'v>(
+    name: &str,
+    row_ptr: &[u32],
+    col: impl Fn(usize) -> usize,
+    values: &'v Values,
+) -> (Vec<RawTensor>, &'v Values) {
+    // Only nonzeros are encoded (decoding drops zeros anyway), so the encoding is canonical:
+    // writing what was read gives the same bytes.
+    let nonzero = |k: usize| match values {
+        Values::F32(v) => v[k] != 0.0,
+        Values::I8 { q, .. } => q[k] != 0,
+    };
+    let mut ptr = vec![0u32];
+    let mut kept: Vec<usize> = Vec::new();
+    for r in 0..row_ptr.len().saturating_sub(1) {
+        kept.extend((row_ptr[r] as usize..row_ptr[r + 1] as usize).filter(|&k| nonzero(k)));
+        ptr.push(kept.len() as u32);
+    }
+    let mut e = crate::delta::encode(&ptr, |i| col(kept[i]));
+    for s in e.source.iter_mut() {
+        *s = s.map(|i| kept[i]);
+    }
+    let mut out = vec![
+        RawTensor::u32(format!("{name}.row_ptr"), &e.row_ptr),
+        RawTensor {
+            name: format!("{name}.col_delta"),
+            dtype: StDtype::U8,
+            shape: vec![e.deltas.len()],
+            data: e.deltas.clone(),
+        },
+    ];
+    let stored = match values {
+        Values::F32(v) => Values::F32(e.source.iter().map(|s| s.map_or(0.0, |k| v[k])).collect()),
+        Values::I8 { q, scales } => Values::I8 {
+            q: e.source.iter().map(|s| s.map_or(0, |k| q[k])).collect(),
+            scales: scales.clone(),
+        },
+    };
+    values_tensors(name, &stored, vec![e.deltas.len()], &mut out);
+    (out, values)
 }
 
 fn csr_spec(values: &Values, shape: [usize; 2]) -> WeightSpec {
@@ -244,6 +313,11 @@ pub fn tensor_names(name: &str, spec: &WeightSpec) -> Vec<String> {
             format!("{name}.col_idx"),
             format!("{name}.values"),
         ],
+        StorageFormat::CsrDelta8 => vec![
+            format!("{name}.row_ptr"),
+            format!("{name}.col_delta"),
+            format!("{name}.values"),
+        ],
     };
     if spec.dtype == WeightDtype::I8 {
         v.push(format!("{name}.scales"));
@@ -283,6 +357,49 @@ pub fn from_tensors(
                 let m =
                     Csr::from_parts(rows, cols, row_ptr, read_u32(&idx), values).map_err(werr)?;
                 Ok(WeightMatrix::Csr32(m))
+            }
+        }
+        StorageFormat::CsrDelta8 => {
+            let rp = format!("{name}.row_ptr");
+            let cd = format!("{name}.col_delta");
+            let row_ptr = read_u32(&get(lookup, &rp, &[StDtype::U32], &[rows + 1])?);
+            let stored = len_1d(lookup, &cd)?;
+            let deltas = get(lookup, &cd, &[StDtype::U8], &[stored])?.data().to_vec();
+            let values = read_values(lookup, name, spec.dtype, &[stored], rows)?;
+            // Keep the nonzeros (fillers and other stored zeros go), row by row.
+            let mut ptr = vec![0u32; rows + 1];
+            let mut cols_kept: Vec<u32> = Vec::new();
+            let mut kept: Vec<usize> = Vec::new();
+            crate::delta::decode(name, rows, cols, &row_ptr, &deltas, |r, c, k| {
+                let nonzero = match &values {
+                    Values::F32(v) => v[k] != 0.0,
+                    Values::I8 { q, .. } => q[k] != 0,
+                };
+                if nonzero {
+                    cols_kept.push(c as u32);
+                    kept.push(k);
+                    ptr[r + 1] = kept.len() as u32;
+                }
+            })?;
+            for r in 0..rows {
+                ptr[r + 1] = ptr[r + 1].max(ptr[r]);
+            }
+            let values = match values {
+                Values::F32(v) => Values::F32(kept.iter().map(|&k| v[k]).collect()),
+                Values::I8 { q, scales } => Values::I8 {
+                    q: kept.iter().map(|&k| q[k]).collect(),
+                    scales,
+                },
+            };
+            if cols <= 1 << 16 {
+                let idx = cols_kept.iter().map(|&c| c as u16).collect();
+                Ok(WeightMatrix::Csr16(
+                    Csr::from_parts(rows, cols, ptr, idx, values).map_err(werr)?,
+                ))
+            } else {
+                Ok(WeightMatrix::Csr32(
+                    Csr::from_parts(rows, cols, ptr, cols_kept, values).map_err(werr)?,
+                ))
             }
         }
         StorageFormat::Bsr => {

@@ -247,3 +247,22 @@ proptest! {
         let _ = Model::from_bytes(&b);
     }
 }
+
+#[test]
+fn rejects_delta_index_past_the_last_column() {
+    let m = mlp(3, [FormatKind::Csr16, FormatKind::Csr16], Dtype::F32)
+        .reencoded(lopper_model::StorageChoice::CsrDelta8, Dtype::F32)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let (h, mut data) = split(&m);
+    let s = h["fc1.weight.col_delta"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize;
+    data[s] = 200; // fc1 has 48 columns
+    assert_err(&join(&h, &data), "out of range");
+    let (h, mut data) = split(&m);
+    let s = h["fc1.weight.row_ptr"]["data_offsets"][0].as_u64().unwrap() as usize;
+    data[s + 4..s + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_err(&join(&h, &data), "fc1.weight.");
+}

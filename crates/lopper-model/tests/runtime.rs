@@ -203,3 +203,44 @@ fn plans_measure_every_candidate_and_pick_the_fastest() {
     let d = make_plan(&m, "t", 1, 1, PlanMode::Dense).unwrap();
     assert!(d.layers.iter().all(|l| l.format == "dense"));
 }
+
+#[test]
+fn delta8_storage_round_trips_and_is_smaller_than_csr() {
+    // fc1 of a wide layer: gaps over 255 columns force filler entries.
+    let m = mlp(14, [FormatKind::Csr16, FormatKind::Csr16], Dtype::F32);
+    for dtype in [Dtype::F32, Dtype::I8] {
+        let csr = m.reencoded(StorageChoice::Csr, dtype).unwrap();
+        let delta = m.reencoded(StorageChoice::CsrDelta8, dtype).unwrap();
+        let bytes = delta.to_bytes().unwrap();
+        assert!(bytes.len() < csr.to_bytes().unwrap().len(), "{dtype:?}");
+        let back = Model::from_bytes(&bytes).unwrap();
+        // Decoding keeps the nonzeros, so entries that quantized to 0 are no longer stored:
+        // compare values, not structure.
+        for (name, w) in &csr.weights {
+            assert!(
+                back.weights[name].to_dense() == w.to_dense(),
+                "{dtype:?} {name}: decoded values differ"
+            );
+        }
+        assert!(back.graph == delta.graph, "{dtype:?}: specs differ");
+        assert!(back.to_bytes().unwrap() == bytes);
+        let auto = m.reencoded(StorageChoice::Auto, dtype).unwrap();
+        assert!(auto.to_bytes().unwrap().len() <= bytes.len());
+    }
+    let mut r = rng(15);
+    let wide = weight(&mut r, 3, 2000, 0.995, FormatKind::Csr16, Dtype::F32);
+    let e = lopper_model::delta::encode(
+        match &wide {
+            lopper_kernels::WeightMatrix::Csr16(c) => c.row_ptr(),
+            _ => unreachable!(),
+        },
+        |k| match &wide {
+            lopper_kernels::WeightMatrix::Csr16(c) => c.col_idx()[k] as usize,
+            _ => unreachable!(),
+        },
+    );
+    assert!(
+        e.source.iter().any(|s| s.is_none()),
+        "a 99.5 %-sparse 2000-wide row needs fillers"
+    );
+}
