@@ -40,6 +40,7 @@ fn inference_allocates_nothing_after_warm_up() {
     COUNT_HERE.with(|c| c.set(true));
     for model in [
         cnn(1, FormatKind::Csr16, Dtype::F32),
+        wide_conv(3, FormatKind::Csr16),
         mlp(
             2,
             [FormatKind::Bsr { br: 1, bc: 8 }, FormatKind::Csr16],

@@ -244,3 +244,18 @@ fn delta8_storage_round_trips_and_is_smaller_than_csr() {
         "a 99.5 %-sparse 2000-wide row needs fillers"
     );
 }
+
+#[test]
+fn wide_convolution_runs_in_tiles_and_matches_reference() {
+    for kind in [
+        FormatKind::Csr16,
+        FormatKind::Dense,
+        FormatKind::Bsr { br: 4, bc: 1 },
+    ] {
+        let m = wide_conv(16, kind);
+        let plan = make_plan(&m, "t", 4, 1, PlanMode::Stored).unwrap();
+        assert!(plan.layers[0].n < 90 * 4, "the test must exercise tiling");
+        assert_eq!(plan.layers[0].n % 4, 0, "tiles hold whole pixels");
+        check(&m, &format!("wide conv {kind:?}"));
+    }
+}

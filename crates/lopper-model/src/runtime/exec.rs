@@ -90,6 +90,8 @@ pub struct Executor {
     input_buf: usize,
     output_buf: usize,
     scratch: Vec<f32>,
+    /// One conv tile's output `[Cout, tile width]`, before it is copied into place.
+    tile_out: Vec<f32>,
     out: Vec<f32>,
 }
 
@@ -120,6 +122,7 @@ impl Executor {
         let mut steps = Vec::new();
         let mut names = Vec::new();
         let mut scratch_len = 0usize;
+        let mut tile_out_len = 0usize;
         // First pass: readers per value, to decide in-place ReLU.
         let mut value_readers: HashMap<&str, usize> = HashMap::new();
         for node in &g.nodes {
@@ -182,9 +185,15 @@ impl Executor {
                             oh: out_shape[1],
                             ow: out_shape[2],
                         };
-                        let direct = kernel == &[1, 1] && stride == &[1, 1] && padding == &[0, 0];
+                        let whole = mm.n == out_shape[1] * out_shape[2] * batch;
+                        // A 1x1, stride-1 convolution's input already is its patch matrix.
+                        let direct =
+                            whole && kernel == &[1, 1] && stride == &[1, 1] && padding == &[0, 0];
                         if !direct {
                             scratch_len = scratch_len.max(mm.w.cols() * mm.n);
+                        }
+                        if !whole {
+                            tile_out_len = tile_out_len.max(mm.w.rows() * mm.n);
                         }
                         Step::Conv {
                             mm,
@@ -291,6 +300,7 @@ impl Executor {
             input_buf: 0,
             output_buf: buf_of[g.output.as_str()],
             scratch: vec![0.0; scratch_len],
+            tile_out: vec![0.0; tile_out_len],
             out: vec![0.0; out_features * batch],
         };
         // Warm-up run: checks every kernel call once and touches every buffer.
@@ -381,6 +391,7 @@ impl Executor {
     fn forward(&mut self) -> Result<(), ModelError> {
         let bufs = &mut self.bufs;
         let scratch = &mut self.scratch;
+        let tile_out = &mut self.tile_out;
         let mut profile = self.profile_ns.as_mut();
         for (si, step) in self.steps.iter().enumerate() {
             let started = profile.is_some().then(std::time::Instant::now);
@@ -399,13 +410,9 @@ impl Executor {
                     y,
                 } => {
                     let mut out = std::mem::take(&mut bufs[*y]);
-                    let r = if *direct {
-                        mm.run(&bufs[*x], &mut out)
-                    } else {
-                        let p = &mut scratch[..mm.w.cols() * mm.n];
-                        ops::im2col(&bufs[*x], g, self.batch, p);
-                        mm.run(p, &mut out)
-                    };
+                    let r = conv(
+                        mm, g, *direct, &bufs[*x], &mut out, self.batch, scratch, tile_out,
+                    );
                     bufs[*y] = out;
                     r?;
                 }
@@ -470,17 +477,61 @@ impl Executor {
 
 impl Matmul {
     fn run(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
-        execute(self.kernel, &self.w, x, self.n, y, &self.part).map_err(|source| {
+        self.run_width(x, self.n, y)
+    }
+
+    fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        execute(self.kernel, &self.w, x, n, y, &self.part).map_err(|source| {
             ModelError::Kernel {
                 node: self.node.clone(),
                 source,
             }
         })?;
         if let Some(b) = &self.bias {
-            ops::add_bias(y, b, self.n);
+            ops::add_bias(y, b, n);
         }
         Ok(())
     }
+}
+
+/// A convolution as im2col tiles of `mm.n` columns (whole output pixels), each multiplied by
+/// the weights and copied into its columns of `y: [Cout, OH*OW*batch]`. One tile covering the
+/// whole plane writes `y` directly.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    mm: &Matmul,
+    g: &Window,
+    direct: bool,
+    x: &[f32],
+    y: &mut [f32],
+    batch: usize,
+    scratch: &mut [f32],
+    tile_out: &mut [f32],
+) -> Result<(), ModelError> {
+    let pixels = g.oh * g.ow;
+    let total = pixels * batch;
+    if direct {
+        return mm.run(x, y);
+    }
+    let k = mm.w.cols();
+    if mm.n == total {
+        let p = &mut scratch[..k * total];
+        ops::im2col(x, g, batch, p);
+        return mm.run(p, y);
+    }
+    let per_tile = (mm.n / batch).max(1);
+    for p0 in (0..pixels).step_by(per_tile) {
+        let p1 = (p0 + per_tile).min(pixels);
+        let width = (p1 - p0) * batch;
+        let patches = &mut scratch[..k * width];
+        ops::im2col_pixels(x, g, batch, p0, p1, patches);
+        let t = &mut tile_out[..mm.w.rows() * width];
+        mm.run_width(patches, width, t)?;
+        for (r, row) in t.chunks_exact(width).enumerate() {
+            y[r * total + p0 * batch..][..width].copy_from_slice(row);
+        }
+    }
+    Ok(())
 }
 
 fn matmul(

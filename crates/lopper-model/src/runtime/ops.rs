@@ -25,6 +25,9 @@ pub struct Window {
 /// im2col: `patches[(ci*kh + ky)*kw + kx][(oy*ow + ox)*n + j] = x[ci][oy*sh+ky-ph][ox*sw+kx-pw][j]`,
 /// zero where the window leaves the (unpadded) input. `patches.len() == c*kh*kw * oh*ow*n`.
 pub fn im2col(x: &[f32], g: &Window, n: usize, patches: &mut [f32]) {
+    if n == 1 && g.ph == 0 && g.pw == 0 && g.sw == 1 {
+        return im2col_single_valid(x, g, patches);
+    }
     let cols = g.oh * g.ow * n;
     debug_assert_eq!(patches.len(), g.c * g.kh * g.kw * cols);
     for ci in 0..g.c {
@@ -49,7 +52,7 @@ pub fn im2col(x: &[f32], g: &Window, n: usize, patches: &mut [f32]) {
                         dst[hi * n..].fill(0.0);
                         if hi > lo {
                             let s = src_row + (lo + kx - g.pw) * n;
-                            dst[lo * n..hi * n].copy_from_slice(&x[s..s + (hi - lo) * n]);
+                            copy_short(&mut dst[lo * n..hi * n], &x[s..s + (hi - lo) * n]);
                         }
                         continue;
                     }
@@ -62,6 +65,68 @@ pub fn im2col(x: &[f32], g: &Window, n: usize, patches: &mut [f32]) {
                             let s = src_row + ix as usize * n;
                             d.copy_from_slice(&x[s..s + n]);
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Batch 1, no padding, unit column stride (LeNet's convolutions): every output row of every
+/// patch row is one contiguous run of the input, copied without bounds arithmetic per pixel.
+fn im2col_single_valid(x: &[f32], g: &Window, patches: &mut [f32]) {
+    let plane = g.oh * g.ow;
+    let mut rows = patches.chunks_exact_mut(plane);
+    for ci in 0..g.c {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let Some(dst_row) = rows.next() else { return };
+                let base = (ci * g.h + ky) * g.w + kx;
+                for (oy, d) in dst_row.chunks_exact_mut(g.ow).enumerate() {
+                    let s = base + oy * g.sh * g.w;
+                    copy_short(d, &x[s..s + g.ow]);
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of batch-1 im2col (a few floats each): an
+/// element loop the compiler unrolls, instead of a `memcpy` call per run.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    if dst.len() > 64 {
+        dst.copy_from_slice(src);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
+/// Columns of pixels `p0..p1` (pixel `p = oy*ow + ox`, each `n` columns wide) of the im2col
+/// matrix: `patches` is `[c*kh*kw, (p1-p0)*n]`. Used to cut a wide product into tiles whose
+/// patches stay in cache.
+pub fn im2col_pixels(x: &[f32], g: &Window, n: usize, p0: usize, p1: usize, patches: &mut [f32]) {
+    if p0 == 0 && p1 == g.oh * g.ow {
+        return im2col(x, g, n, patches);
+    }
+    let cols = (p1 - p0) * n;
+    for ci in 0..g.c {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let dst_row = &mut patches[row * cols..(row + 1) * cols];
+                for p in p0..p1 {
+                    let (oy, ox) = (p / g.ow, p % g.ow);
+                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                    let ix = (ox * g.sw + kx) as isize - g.pw as isize;
+                    let d = &mut dst_row[(p - p0) * n..(p - p0 + 1) * n];
+                    if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
+                        d.fill(0.0);
+                    } else {
+                        let s = ((ci * g.h + iy as usize) * g.w + ix as usize) * n;
+                        d.copy_from_slice(&x[s..s + n]);
                     }
                 }
             }
@@ -109,6 +174,9 @@ pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
 /// [`pool`] for batch 1, without the per-element slices of the batched path (batch-1 latency
 /// is what users of a single image wait for). Same NaN rule.
 fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
+    if max && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 {
+        return max_pool_2x2(x, g, y);
+    }
     let inv = 1.0 / (g.kh * g.kw) as f32;
     let mut out = y.iter_mut();
     for c in 0..g.c {
@@ -131,6 +199,34 @@ fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
                 if let Some(o) = out.next() {
                     *o = if max { acc } else { acc * inv };
                 }
+            }
+        }
+    }
+}
+
+/// `max(a, b)` that propagates NaN from either side.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// The 2x2, stride-2 max-pool of LeNet and most CNNs, batch 1: two input rows per output row.
+fn max_pool_2x2(x: &[f32], g: &Window, y: &mut [f32]) {
+    for c in 0..g.c {
+        for oy in 0..g.oh {
+            let r0 = &x[(c * g.h + 2 * oy) * g.w..][..2 * g.ow];
+            let r1 = &x[(c * g.h + 2 * oy + 1) * g.w..][..2 * g.ow];
+            let out = &mut y[(c * g.oh + oy) * g.ow..][..g.ow];
+            for ((o, a), b) in out
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
             }
         }
     }
@@ -327,6 +423,8 @@ mod tests {
     #[test]
     fn im2col_matches_naive_on_a_grid() {
         for (h, w, k, s, p, n) in [
+            (5, 7, 3, 1, 0, 1),
+            (12, 12, 5, 1, 0, 1),
             (5, 7, 3, 1, 1, 1),
             (5, 7, 3, 1, 0, 2),
             (6, 6, 5, 1, 2, 3),
@@ -384,6 +482,59 @@ mod tests {
             pool(&x2, &g, 2, &mut two, max);
             let first: Vec<f32> = two.iter().step_by(2).copied().collect();
             assert_eq!(one, first, "max = {max}");
+        }
+    }
+
+    #[test]
+    fn im2col_batch_one_with_row_stride_matches_naive() {
+        // sh = 2, sw = 1, no padding: the contiguous-run path with a row stride.
+        let g = Window {
+            c: 3,
+            h: 9,
+            w: 7,
+            kh: 3,
+            kw: 2,
+            sh: 2,
+            sw: 1,
+            ph: 0,
+            pw: 0,
+            oh: 4,
+            ow: 6,
+        };
+        let x: Vec<f32> = (0..3 * 9 * 7).map(|v| v as f32 + 1.0).collect();
+        let mut got = vec![f32::NAN; 3 * 6 * 24];
+        im2col(&x, &g, 1, &mut got);
+        assert_eq!(got, im2col_naive(&x, &g, 1));
+    }
+
+    #[test]
+    fn im2col_pixel_tiles_are_column_slices_of_the_whole() {
+        let (h, w, k, n) = (6, 5, 3, 2);
+        let g = Window {
+            c: 2,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+            oh: 6,
+            ow: 5,
+        };
+        let x: Vec<f32> = (0..2 * h * w * n).map(|v| v as f32 + 1.0).collect();
+        let whole = im2col_naive(&x, &g, n);
+        let cols = 30 * n;
+        for (p0, p1) in [(0, 30), (0, 7), (7, 19), (29, 30)] {
+            let mut t = vec![f32::NAN; 2 * 9 * (p1 - p0) * n];
+            im2col_pixels(&x, &g, n, p0, p1, &mut t);
+            for r in 0..18 {
+                assert_eq!(
+                    &t[r * (p1 - p0) * n..(r + 1) * (p1 - p0) * n],
+                    &whole[r * cols + p0 * n..r * cols + p1 * n]
+                );
+            }
         }
     }
 

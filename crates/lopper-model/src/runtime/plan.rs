@@ -47,7 +47,7 @@ pub struct LayerChoice {
     pub format: String,
     pub dtype: String,
     pub kernel: String,
-    /// Product width: batch (linear) or OH*OW*batch (conv).
+    /// Product width: batch (linear) or the im2col columns of one tile (conv).
     pub n: usize,
     /// Measured median time of the chosen kernel (0 when unmeasured).
     pub ns: f64,
@@ -98,12 +98,23 @@ pub fn parse_kind(s: &str) -> Option<FormatKind> {
     }
 }
 
-/// Product width of each weight node at `batch`.
+/// Bytes of im2col patches one convolution tile may take: with the weights, they stay in L2.
+pub const CONV_TILE_BYTES: usize = 256 * 1024;
+
+/// Output pixels per convolution tile: as many as keep the tile's patches `[K, pixels*batch]`
+/// within [`CONV_TILE_BYTES`], at least one, at most the whole output plane.
+pub(crate) fn conv_tile_pixels(k: usize, pixels: usize, batch: usize) -> usize {
+    (CONV_TILE_BYTES / 4 / (k * batch).max(1)).clamp(1, pixels.max(1))
+}
+
+/// Product width of each weight node at `batch`: the batch for a linear layer, the columns of
+/// one im2col tile for a convolution.
 pub(crate) fn product_width(model: &Model, node: &crate::graph::Node, batch: usize) -> usize {
-    match node.op {
-        Op::Conv2d { .. } => {
+    match (&node.op, node.op.weight()) {
+        (Op::Conv2d { .. }, Some(w)) => {
             let s = &model.shapes[&node.output];
-            s[1] * s[2] * batch
+            let k = model.weights[w].cols();
+            conv_tile_pixels(k, s[1] * s[2], batch) * batch
         }
         _ => batch,
     }

@@ -360,3 +360,41 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
         / scale
 }
+
+/// One wide convolution (K = 64*3*3 = 576): at batch 4 its im2col runs in several tiles, the
+/// last one partial.
+pub fn wide_conv(seed: u64, kind: FormatKind) -> Model {
+    let mut r = rng(seed);
+    let mut weights = BTreeMap::new();
+    weights.insert(
+        "c.weight".to_string(),
+        weight(&mut r, 8, 576, 0.7, kind, Dtype::F32),
+    );
+    weights.insert(
+        "fc.weight".to_string(),
+        weight(&mut r, 3, 8, 0.0, FormatKind::Dense, Dtype::F32),
+    );
+    let mut vectors = BTreeMap::new();
+    vectors.insert("c.bias".to_string(), randn(&mut r, 8));
+    let nodes = vec![
+        node("c", conv("c.weight", 3, 1, 1, true), &["input"], "a"),
+        node("r", Op::Relu, &["a"], "b"),
+        node(
+            "mp",
+            Op::MaxPool {
+                kernel: [2, 2],
+                stride: [1, 1],
+            },
+            &["b"],
+            "b2",
+        ),
+        node("gap", Op::GlobalAvgPool, &["b2"], "c2"),
+        node("fc", linear("fc.weight", false), &["c2"], "logits"),
+    ];
+    Model::new(
+        graph("wide", vec![64, 9, 10], nodes, "logits", 3),
+        weights,
+        vectors,
+    )
+    .unwrap()
+}
