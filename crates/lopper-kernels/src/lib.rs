@@ -11,6 +11,7 @@
 //! - [`synth`] and [`bench`]: seeded operands and the timing harness used by tests and benchmarks.
 
 pub mod bench;
+pub mod conv;
 pub mod error;
 pub mod format;
 pub mod isa;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use lopper_kernels::conv::ConvKernel;
 use lopper_kernels::{execute, registry, Kernel, Partition, WeightMatrix};
 
 use super::ops::{self, Window};
@@ -18,13 +19,37 @@ use crate::error::ModelError;
 use crate::file::Model;
 use crate::graph::Op;
 
-struct Matmul {
+/// How a weight layer multiplies: a registry kernel (linear layers, and convolutions through
+/// im2col tiles) or a direct-convolution kernel.
+#[derive(Clone, Copy)]
+pub(crate) enum MmKernel {
+    Gemm(&'static Kernel),
+    Direct(&'static ConvKernel),
+}
+
+impl MmKernel {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            MmKernel::Gemm(k) => k.name,
+            MmKernel::Direct(k) => k.name,
+        }
+    }
+
+    /// Looks a plan's kernel name up in both registries.
+    pub(crate) fn by_name(name: &str) -> Option<Self> {
+        registry::by_name(name)
+            .map(MmKernel::Gemm)
+            .or_else(|| lopper_kernels::conv::by_name(name).map(MmKernel::Direct))
+    }
+}
+
+pub(crate) struct Matmul {
     node: String,
-    w: WeightMatrix,
-    kernel: &'static Kernel,
+    pub(crate) w: WeightMatrix,
+    kernel: MmKernel,
     part: Partition,
     bias: Option<Vec<f32>>,
-    n: usize,
+    pub(crate) n: usize,
 }
 
 enum Step {
@@ -36,7 +61,6 @@ enum Step {
     Conv {
         mm: Matmul,
         g: Window,
-        direct: bool,
         x: usize,
         y: usize,
     },
@@ -185,23 +209,10 @@ impl Executor {
                             oh: out_shape[1],
                             ow: out_shape[2],
                         };
-                        let whole = mm.n == out_shape[1] * out_shape[2] * batch;
-                        // A 1x1, stride-1 convolution's input already is its patch matrix.
-                        let direct =
-                            whole && kernel == &[1, 1] && stride == &[1, 1] && padding == &[0, 0];
-                        if !direct {
-                            scratch_len = scratch_len.max(mm.w.cols() * mm.n);
-                        }
-                        if !whole {
-                            tile_out_len = tile_out_len.max(mm.w.rows() * mm.n);
-                        }
-                        Step::Conv {
-                            mm,
-                            g: win,
-                            direct,
-                            x,
-                            y,
-                        }
+                        let (patches, tile) = conv_scratch(&mm, &win, batch);
+                        scratch_len = scratch_len.max(patches);
+                        tile_out_len = tile_out_len.max(tile);
+                        Step::Conv { mm, g: win, x, y }
                     } else {
                         Step::Linear { mm, x, y }
                     }
@@ -402,17 +413,9 @@ impl Executor {
                     bufs[*y] = out;
                     r?;
                 }
-                Step::Conv {
-                    mm,
-                    g,
-                    direct,
-                    x,
-                    y,
-                } => {
+                Step::Conv { mm, g, x, y } => {
                     let mut out = std::mem::take(&mut bufs[*y]);
-                    let r = conv(
-                        mm, g, *direct, &bufs[*x], &mut out, self.batch, scratch, tile_out,
-                    );
+                    let r = conv(mm, g, &bufs[*x], &mut out, self.batch, scratch, tile_out);
                     bufs[*y] = out;
                     r?;
                 }
@@ -467,7 +470,7 @@ impl Executor {
             .iter()
             .filter_map(|s| match s {
                 Step::Linear { mm, .. } | Step::Conv { mm, .. } => {
-                    Some((mm.node.clone(), mm.w.kind().name(), mm.kernel.name))
+                    Some((mm.node.clone(), mm.w.kind().name(), mm.kernel.name()))
                 }
                 _ => None,
             })
@@ -476,16 +479,40 @@ impl Executor {
 }
 
 impl Matmul {
+    pub(crate) fn new(
+        node: &str,
+        w: WeightMatrix,
+        kernel: MmKernel,
+        threads: usize,
+        bias: Option<Vec<f32>>,
+        n: usize,
+    ) -> Self {
+        let part = Partition::balanced(&w, threads);
+        Self {
+            node: node.to_string(),
+            w,
+            kernel,
+            part,
+            bias,
+            n,
+        }
+    }
+
     fn run(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
         self.run_width(x, self.n, y)
     }
 
     fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
-        execute(self.kernel, &self.w, x, n, y, &self.part).map_err(|source| {
-            ModelError::Kernel {
-                node: self.node.clone(),
-                source,
-            }
+        let MmKernel::Gemm(kernel) = self.kernel else {
+            return Err(ModelError::Plan(format!(
+                "node '{}': {} is a convolution kernel",
+                self.node,
+                self.kernel.name()
+            )));
+        };
+        execute(kernel, &self.w, x, n, y, &self.part).map_err(|source| ModelError::Kernel {
+            node: self.node.clone(),
+            source,
         })?;
         if let Some(b) = &self.bias {
             ops::add_bias(y, b, n);
@@ -494,14 +521,31 @@ impl Matmul {
     }
 }
 
-/// A convolution as im2col tiles of `mm.n` columns (whole output pixels), each multiplied by
-/// the weights and copied into its columns of `y: [Cout, OH*OW*batch]`. One tile covering the
-/// whole plane writes `y` directly.
-#[allow(clippy::too_many_arguments)]
-fn conv(
+/// Scratch lengths a convolution needs: im2col patches and one tile's output (zero when the
+/// layer runs without them).
+pub(crate) fn conv_scratch(mm: &Matmul, g: &Window, batch: usize) -> (usize, usize) {
+    let whole = mm.n == g.oh * g.ow * batch;
+    match mm.kernel {
+        MmKernel::Direct(_) => (0, 0),
+        MmKernel::Gemm(_) if is_pointwise(g) && whole => (0, 0),
+        MmKernel::Gemm(_) => (
+            mm.w.cols() * mm.n,
+            if whole { 0 } else { mm.w.rows() * mm.n },
+        ),
+    }
+}
+
+/// A 1x1, stride-1, unpadded convolution: its input already is its patch matrix.
+fn is_pointwise(g: &Window) -> bool {
+    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0
+}
+
+/// A convolution into `y: [Cout, OH*OW*batch]`: directly, or as im2col tiles of `mm.n` columns
+/// (whole output pixels), each multiplied by the weights and copied into its columns of `y`.
+/// One tile covering the whole plane writes `y` directly.
+pub(crate) fn conv(
     mm: &Matmul,
     g: &Window,
-    direct: bool,
     x: &[f32],
     y: &mut [f32],
     batch: usize,
@@ -510,7 +554,19 @@ fn conv(
 ) -> Result<(), ModelError> {
     let pixels = g.oh * g.ow;
     let total = pixels * batch;
-    if direct {
+    if let MmKernel::Direct(k) = mm.kernel {
+        lopper_kernels::conv::execute(k, &mm.w, g, x, batch, y, mm.part.ranges()).map_err(
+            |source| ModelError::Kernel {
+                node: mm.node.clone(),
+                source,
+            },
+        )?;
+        if let Some(b) = &mm.bias {
+            ops::add_bias(y, b, total);
+        }
+        return Ok(());
+    }
+    if mm.n == total && is_pointwise(g) {
         return mm.run(x, y);
     }
     let k = mm.w.cols();
@@ -557,8 +613,14 @@ fn matmul(
     } else {
         encode_as(weight, stored, kind, dtype)?
     };
-    let kernel = registry::by_name(&choice.kernel)
+    let kernel = MmKernel::by_name(&choice.kernel)
         .ok_or_else(|| plan_err(format!("unknown kernel '{}'", choice.kernel)))?;
+    if matches!(kernel, MmKernel::Direct(_)) && !matches!(node.op, Op::Conv2d { .. }) {
+        return Err(plan_err(format!(
+            "{} only runs convolutions",
+            choice.kernel
+        )));
+    }
     let n = super::plan::product_width(model, node, batch);
     if n != choice.n {
         return Err(plan_err(format!(
@@ -566,13 +628,12 @@ fn matmul(
             choice.n
         )));
     }
-    let part = Partition::balanced(&w, threads);
-    Ok(Matmul {
-        node: node.name.clone(),
+    Ok(Matmul::new(
+        &node.name,
         w,
         kernel,
-        part,
-        bias: bias.map(|b| model.vectors[b].clone()),
+        threads,
+        bias.map(|b| model.vectors[b].clone()),
         n,
-    })
+    ))
 }

@@ -6,21 +6,9 @@
 //! im2col patches `[Cin*kh*kw, OH*OW*n]` copy whole `n`-vectors. Every function writes all of
 //! its output and allocates nothing.
 
-/// Geometry of a convolution or pooling window over a `[C, H, W, n]` input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub ph: usize,
-    pub pw: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
+/// Geometry of a convolution or pooling window over a `[C, H, W, n]` input (the kernels
+/// crate's convolution geometry, so direct-convolution kernels take it as it is).
+pub use lopper_kernels::conv::ConvGeom as Window;
 
 /// im2col: `patches[(ci*kh + ky)*kw + kx][(oy*ow + ox)*n + j] = x[ci][oy*sh+ky-ph][ox*sw+kx-pw][j]`,
 /// zero where the window leaves the (unpadded) input. `patches.len() == c*kh*kw * oh*ow*n`.

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lopper_kernels::bench::{measure_kernel, TimingOptions};
+use lopper_kernels::bench::{measure_kernel, time_median, TimingOptions};
 use lopper_kernels::{registry, Dtype, FormatKind, Isa, WeightMatrix};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,8 @@ use crate::convert::encode_as;
 use crate::error::ModelError;
 use crate::file::Model;
 use crate::graph::Op;
+use crate::runtime::exec::{conv, conv_scratch, Matmul, MmKernel};
+use crate::runtime::ops::Window;
 
 /// Which formats the planner may choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,10 +197,12 @@ pub fn make_plan(
         };
         let stored = &model.weights[wname];
         let n = product_width(model, node, batch);
-        let x = if mode == PlanMode::Stored {
-            Vec::new()
-        } else {
-            activations(stored.cols() * n)
+        let geom = conv_geometry(model, node);
+        let x = match (mode, &geom) {
+            (PlanMode::Stored, _) => Vec::new(),
+            // A convolution is timed whole (im2col tiles included), on its real input size.
+            (_, Some(g)) => activations(g.c * g.h * g.w * batch),
+            (_, None) => activations(stored.cols() * n),
         };
         let mut candidates = Vec::new();
         let mut best: Option<(f64, FormatKind, Dtype, &'static str)> = None;
@@ -211,25 +215,41 @@ pub fn make_plan(
             }) else {
                 continue;
             };
-            for k in registry::candidates(&w, n, isa) {
-                let ns = if mode == PlanMode::Stored {
-                    0.0
-                } else {
-                    measure_kernel(k, std::slice::from_ref(&w), &x, n, &pool, &timing)
-                        .map_err(|source| ModelError::Kernel {
-                            node: node.name.clone(),
-                            source,
-                        })?
-                        .median_ns
+            let mut kernels: Vec<MmKernel> = registry::candidates(&w, n, isa)
+                .map(MmKernel::Gemm)
+                .collect();
+            if geom.is_some() && mode == PlanMode::Measured {
+                kernels.extend(
+                    lopper_kernels::conv::candidates(isa)
+                        .filter(|k| k.accepts(&w))
+                        .map(MmKernel::Direct),
+                );
+            }
+            for k in kernels {
+                let ns = match (mode, &geom) {
+                    (PlanMode::Stored, _) => 0.0,
+                    (_, Some(g)) => {
+                        let mm = Matmul::new(&node.name, w.clone(), k, threads, None, n);
+                        measure_conv(&mm, g, &x, batch, &pool, &timing)?
+                    }
+                    (_, None) => {
+                        let MmKernel::Gemm(gk) = k else { continue };
+                        measure_kernel(gk, std::slice::from_ref(&w), &x, n, &pool, &timing)
+                            .map_err(|source| ModelError::Kernel {
+                                node: node.name.clone(),
+                                source,
+                            })?
+                            .median_ns
+                    }
                 };
                 candidates.push(Candidate {
                     format: kind.name(),
                     dtype: dtype.name().to_string(),
-                    kernel: k.name.to_string(),
+                    kernel: k.name().to_string(),
                     ns,
                 });
                 if best.is_none_or(|b| ns < b.0) {
-                    best = Some((ns, kind, dtype, k.name));
+                    best = Some((ns, kind, dtype, k.name()));
                 }
                 if mode == PlanMode::Stored {
                     break;
@@ -261,6 +281,50 @@ pub fn make_plan(
         mode,
         layers,
     })
+}
+
+/// The geometry of a convolution node (from the value shapes), `None` for other nodes.
+fn conv_geometry(model: &Model, node: &crate::graph::Node) -> Option<Window> {
+    let Op::Conv2d {
+        kernel,
+        stride,
+        padding,
+        ..
+    } = &node.op
+    else {
+        return None;
+    };
+    let i = &model.shapes[&node.inputs[0]];
+    Window::new(
+        i[0], i[1], i[2], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
+    )
+}
+
+/// Median time of one whole convolution step (as the executor runs it) on `pool`.
+fn measure_conv(
+    mm: &Matmul,
+    g: &Window,
+    x: &[f32],
+    batch: usize,
+    pool: &rayon::ThreadPool,
+    timing: &TimingOptions,
+) -> Result<f64, ModelError> {
+    let (patches, tile) = conv_scratch(mm, g, batch);
+    let mut scratch = vec![0.0f32; patches];
+    let mut tile_out = vec![0.0f32; tile];
+    let mut y = vec![0.0f32; mm.w.rows() * g.oh * g.ow * batch];
+    // One checked run first: a failure is an error, not a timing.
+    pool.install(|| conv(mm, g, x, &mut y, batch, &mut scratch, &mut tile_out))?;
+    let t = pool.install(|| {
+        time_median(
+            |_| {
+                let _ = conv(mm, g, x, &mut y, batch, &mut scratch, &mut tile_out);
+            },
+            timing,
+        )
+    });
+    std::hint::black_box(&y);
+    Ok(t.median_ns)
 }
 
 /// `MODEL.plan.json` next to the model.

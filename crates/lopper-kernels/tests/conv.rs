@@ -1,0 +1,260 @@
+//! Direct convolution kernels against their f64 twin: a geometry grid (kernel sizes, strides,
+//! padding, batch widths around the vector widths), adversarial sparsity and values, f32 and
+//! int8, u16 and u32 indices, every split into threads bit-identical, proptest, and rejects.
+
+use lopper_kernels::conv::{
+    candidates, conv_reference, execute, ConvGeom, ConvKernel, CONV_KERNELS,
+};
+use lopper_kernels::synth::{random_dense, random_mask, rng, Pattern};
+use lopper_kernels::{Dense, Dtype, FormatKind, Isa, Partition, WeightMatrix};
+use proptest::prelude::*;
+
+fn weights(
+    rows: usize,
+    g: &ConvGeom,
+    mask: &[bool],
+    kind: FormatKind,
+    dtype: Dtype,
+    seed: u64,
+) -> WeightMatrix {
+    let d = random_dense(rows, g.k(), &mut rng(seed));
+    WeightMatrix::encode(&d, mask, kind, dtype).unwrap()
+}
+
+fn input(g: &ConvGeom, n: usize, seed: u64) -> Vec<f32> {
+    random_dense(1, g.c * g.h * g.w * n, &mut rng(seed)).into_vec()
+}
+
+/// `w` in the format `k` takes: itself, or BSR 4x1 with the same stored entries (a stored zero
+/// stays stored, so the NaN rule is exercised in both formats).
+fn for_kernel(k: &ConvKernel, w: &WeightMatrix) -> WeightMatrix {
+    if k.accepts(w) {
+        return w.clone();
+    }
+    let d = w.to_dense();
+    let mut mask = vec![false; w.rows() * w.cols()];
+    w.for_each_entry(|r, c, _| mask[r * w.cols() + c] = true);
+    WeightMatrix::encode(&d, &mask, FormatKind::Bsr { br: 4, bc: 1 }, w.dtype()).unwrap()
+}
+
+/// Runs every available kernel on `w` (in its format) and checks it against the twin.
+fn check_all(w: &WeightMatrix, g: &ConvGeom, x: &[f32], n: usize, what: &str) {
+    for k in candidates(Isa::Avx512) {
+        let wk = for_kernel(k, w);
+        let want = conv_reference(&wk, g, x, n);
+        let mut y = vec![f32::NAN; w.rows() * g.pixels() * n];
+        k.run(&wk, g, x, n, &mut y, 0..w.rows()).unwrap();
+        if let Err(e) = want.check(&y) {
+            panic!("{} {what}: {e}", k.name);
+        }
+    }
+}
+
+#[test]
+fn every_kernel_matches_the_twin_on_a_geometry_grid() {
+    // Batch widths below, at and above the 8- and 16-lane vectors.
+    let geoms = [
+        (1, 6, 6, 3, 3, 1, 1, 1, 1),
+        (3, 7, 5, 3, 3, 1, 1, 0, 0),
+        (2, 9, 9, 5, 5, 1, 1, 2, 2),
+        (2, 8, 7, 3, 3, 2, 2, 1, 1),
+        (4, 5, 5, 1, 1, 1, 1, 0, 0),
+        (3, 6, 6, 1, 1, 2, 2, 0, 0),
+        (2, 4, 9, 2, 3, 1, 2, 0, 1),
+        (1, 3, 3, 5, 5, 1, 1, 3, 3),
+    ];
+    for (gi, &(c, h, w, kh, kw, sh, sw, ph, pw)) in geoms.iter().enumerate() {
+        let g = ConvGeom::new(c, h, w, kh, kw, sh, sw, ph, pw).unwrap();
+        for n in [1, 7, 8, 9, 16, 17] {
+            for (kind, dtype) in [
+                (FormatKind::Csr16, Dtype::F32),
+                (FormatKind::Csr32, Dtype::F32),
+                (FormatKind::Csr16, Dtype::I8),
+            ] {
+                let rows = 5;
+                let mask =
+                    random_mask(rows, g.k(), 0.4, Pattern::Unstructured, &mut rng(gi as u64));
+                let wm = weights(rows, &g, &mask, kind, dtype, 10 + gi as u64);
+                let x = input(&g, n, 20 + n as u64);
+                check_all(
+                    &wm,
+                    &g,
+                    &x,
+                    n,
+                    &format!("geom {gi} n {n} {kind:?} {dtype:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn adversarial_sparsity() {
+    let g = ConvGeom::new(3, 6, 6, 3, 3, 1, 1, 1, 1).unwrap();
+    let (rows, k) = (6, g.k());
+    let x = input(&g, 3, 1);
+    let mut cases: Vec<(&str, Vec<bool>)> = vec![
+        ("all zero", vec![false; rows * k]),
+        ("dense", vec![true; rows * k]),
+    ];
+    let mut one = vec![false; rows * k];
+    one[2 * k + 13] = true;
+    cases.push(("one nonzero", one));
+    let mut row = vec![false; rows * k];
+    row[4 * k..5 * k].iter_mut().for_each(|b| *b = true);
+    cases.push(("all in one row", row));
+    let mut empty_rows = random_mask(rows, k, 0.5, Pattern::Unstructured, &mut rng(3));
+    empty_rows[..k].iter_mut().for_each(|b| *b = false);
+    empty_rows[3 * k..4 * k].iter_mut().for_each(|b| *b = false);
+    cases.push(("empty rows", empty_rows));
+    for (what, mask) in cases {
+        for dtype in [Dtype::F32, Dtype::I8] {
+            let w = weights(rows, &g, &mask, FormatKind::Csr16, dtype, 5);
+            check_all(&w, &g, &x, 3, &format!("{what} {dtype:?}"));
+        }
+    }
+}
+
+#[test]
+fn rows_longer_than_one_entry_batch() {
+    // K = 30*3*3 = 270 > 256 entries per dense row: two batches accumulate into one output.
+    let g = ConvGeom::new(30, 5, 6, 3, 3, 1, 1, 1, 1).unwrap();
+    for (n, dtype) in [(1, Dtype::F32), (8, Dtype::F32), (65, Dtype::I8)] {
+        let w = weights(3, &g, &vec![true; 3 * g.k()], FormatKind::Csr16, dtype, 8);
+        check_all(&w, &g, &input(&g, n, 9), n, &format!("long rows n {n}"));
+    }
+}
+
+#[test]
+fn adversarial_values_nan_through_stored_zero_and_huge_values() {
+    let g = ConvGeom::new(2, 5, 5, 3, 3, 1, 1, 1, 1).unwrap();
+    let mut d = vec![0.0f32; 2 * g.k()];
+    d[4] = 1e30;
+    d[5] = -1e30;
+    d[g.k() + 7] = 3e-39; // subnormal weight
+    let dense = Dense::from_vec(2, g.k(), d).unwrap();
+    let mut mask = vec![false; 2 * g.k()];
+    mask[4] = true;
+    mask[5] = true;
+    mask[g.k() + 7] = true;
+    mask[g.k() + 1] = true; // a stored zero
+    let w = WeightMatrix::encode(&dense, &mask, FormatKind::Csr16, Dtype::F32).unwrap();
+    let mut x = input(&g, 2, 9);
+    x[(5 * 5 + 7) * 2] = f32::NAN; // channel 1: reaches row 1 through the stored zero
+    x[3] = 1e10;
+    check_all(&w, &g, &x, 2, "nan and huge");
+}
+
+#[test]
+fn every_split_into_threads_is_bit_identical() {
+    let g = ConvGeom::new(4, 8, 8, 3, 3, 1, 1, 1, 1).unwrap();
+    let rows = 11;
+    let mask = random_mask(rows, g.k(), 0.3, Pattern::Unstructured, &mut rng(4));
+    let w = weights(rows, &g, &mask, FormatKind::Csr16, Dtype::F32, 6);
+    let x = input(&g, 5, 7);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for k in candidates(Isa::Avx512) {
+        let wk = for_kernel(k, &w);
+        let mut one = vec![0.0; rows * g.pixels() * 5];
+        execute(
+            k,
+            &wk,
+            &g,
+            &x,
+            5,
+            &mut one,
+            std::slice::from_ref(&(0..rows)),
+        )
+        .unwrap();
+        for parts in [2, 3, 7] {
+            let p = Partition::balanced(&wk, parts);
+            let mut y = vec![0.0; one.len()];
+            pool.install(|| execute(k, &wk, &g, &x, 5, &mut y, p.ranges()))
+                .unwrap();
+            assert!(y == one, "{}: split {:?} differs", k.name, p.ranges());
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_shapes_formats_and_ranges() {
+    let g = ConvGeom::new(2, 5, 5, 3, 3, 1, 1, 1, 1).unwrap();
+    let mask = vec![true; 4 * g.k()];
+    let w = weights(4, &g, &mask, FormatKind::Csr16, Dtype::F32, 1);
+    let x = input(&g, 2, 2);
+    let k = CONV_KERNELS.last().unwrap();
+    assert!(k.name.contains("csr"));
+    let mut y = vec![0.0; 4 * 25 * 2];
+    assert!(k.run(&w, &g, &x[1..], 2, &mut y, 0..4).is_err(), "short x");
+    assert!(k.run(&w, &g, &x, 2, &mut y[1..], 0..4).is_err(), "short y");
+    assert!(
+        k.run(&w, &g, &x, 2, &mut y, 0..5).is_err(),
+        "rows past the end"
+    );
+    let mut other = g;
+    other.oh += 1;
+    assert!(
+        k.run(&w, &other, &x, 2, &mut y, 0..4).is_err(),
+        "inconsistent geometry"
+    );
+    let dense = WeightMatrix::Dense(w.to_dense());
+    assert!(
+        k.run(&dense, &g, &x, 2, &mut y, 0..4).is_err(),
+        "dense weights"
+    );
+    let g3 = ConvGeom::new(3, 5, 5, 3, 3, 1, 1, 1, 1).unwrap();
+    assert!(
+        k.run(&w, &g3, &input(&g3, 2, 2), 2, &mut y, 0..4).is_err(),
+        "columns != C*kh*kw"
+    );
+    assert!(
+        ConvGeom::new(1, 2, 2, 3, 3, 1, 1, 0, 0).is_none(),
+        "window larger than the input"
+    );
+    assert!(
+        execute(k, &w, &g, &x, 2, &mut y, std::slice::from_ref(&(0..2))).is_err(),
+        "split that does not cover"
+    );
+    let b41 = CONV_KERNELS
+        .iter()
+        .find(|k| k.name == "conv_direct_bsr4x1_scalar")
+        .unwrap();
+    assert!(
+        b41.run(&w, &g, &x, 2, &mut y, 0..4).is_err(),
+        "CSR into a BSR kernel"
+    );
+    let wb = for_kernel(b41, &w);
+    assert!(
+        b41.run(&wb, &g, &x, 2, &mut y[..2 * 50], 2..4).is_err(),
+        "range not aligned to blocks"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn random_geometries_match_the_twin(
+        c in 1usize..4, h in 1usize..9, w in 1usize..9, kh in 1usize..5, kw in 1usize..5,
+        sh in 1usize..3, sw in 1usize..3, ph in 0usize..3, pw in 0usize..3,
+        n in 1usize..20, rows in 1usize..6, density in 0.0f64..1.0, seed in 0u64..1000,
+        int8 in any::<bool>(),
+    ) {
+        prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
+        let g = ConvGeom::new(c, h, w, kh, kw, sh, sw, ph, pw).unwrap();
+        let mask = random_mask(rows, g.k(), density, Pattern::Unstructured, &mut rng(seed));
+        let dtype = if int8 { Dtype::I8 } else { Dtype::F32 };
+        let wm = weights(rows, &g, &mask, FormatKind::Csr16, dtype, seed + 1);
+        let x = input(&g, n, seed + 2);
+        let want = conv_reference(&wm, &g, &x, n);
+        for k in candidates(Isa::Avx512) {
+            let wk = for_kernel(k, &wm);
+            let want = if k.accepts(&wm) { want.clone() } else { conv_reference(&wk, &g, &x, n) };
+            let mut y = vec![f32::NAN; rows * g.pixels() * n];
+            k.run(&wk, &g, &x, n, &mut y, 0..rows).unwrap();
+            prop_assert!(want.check(&y).is_ok(), "{}: {:?}", k.name, want.check(&y));
+        }
+    }
+}
