@@ -299,6 +299,51 @@ fn fma<const FMA: bool>(a: f32, x: f32, acc: f32) -> f32 {
     }
 }
 
+/// Division by a fixed divisor through a reciprocal, corrected to be exact: decoding a column
+/// into `(ci, ky, kx)` is two divisions per stored entry, and at batch 1 hardware division
+/// cost more than the arithmetic it feeds.
+#[derive(Clone, Copy)]
+struct Divider {
+    d: usize,
+    inv: f64,
+}
+
+impl Divider {
+    fn new(d: usize) -> Self {
+        Self {
+            d: d.max(1),
+            inv: 1.0 / d.max(1) as f64,
+        }
+    }
+
+    /// `(v / d, v % d)` for `v < 2^32`.
+    #[inline(always)]
+    fn divmod(self, v: usize) -> (usize, usize) {
+        let mut q = (v as f64 * self.inv) as usize;
+        // The estimate is off by at most one either way; fix it with exact integer checks.
+        if q * self.d > v {
+            q -= 1;
+        } else if (q + 1) * self.d <= v {
+            q += 1;
+        }
+        (q, v - q * self.d)
+    }
+}
+
+struct Dividers {
+    khw: Divider,
+    kw: Divider,
+}
+
+impl Dividers {
+    fn new(g: &ConvGeom) -> Self {
+        Self {
+            khw: Divider::new(g.kh * g.kw),
+            kw: Divider::new(g.kw),
+        }
+    }
+}
+
 /// Stored entries decoded once per batch of a row: weight, input-plane offset, tap.
 const ENTRY_BATCH: usize = 256;
 
@@ -380,7 +425,7 @@ fn body<I: ColIndex, const FMA: bool>(
     rows: Range<usize>,
 ) {
     let plane = g.pixels() * n;
-    let khw = g.kh * g.kw;
+    let div = Dividers::new(g);
     let (rp, cols) = (m.row_ptr(), m.col_idx());
     // Pixels per run: contiguous in `x` only with unit column stride.
     let ppr = if g.sw == 1 { (64 / n).max(1) } else { 1 };
@@ -406,14 +451,17 @@ fn body<I: ColIndex, const FMA: bool>(
                     Values::F32(v) => v[k],
                     Values::I8 { q, scales } => q[k] as f32 * scales[r],
                 };
-                e.plane[i] = (col / khw) * g.h * g.w;
-                e.ky[i] = (col % khw) / g.kw;
-                e.kx[i] = col % g.kw;
+                let (ci, rem) = div.khw.divmod(col);
+                let (ky, kx) = div.kw.divmod(rem);
+                e.plane[i] = ci * g.h * g.w;
+                e.ky[i] = ky;
+                e.kx[i] = kx;
             }
-            for oy in 0..g.oh {
-                let mut ox0 = 0;
-                while ox0 < g.ow {
-                    let ox1 = (ox0 + ppr).min(g.ow);
+            // Pixels `from..to` of one output row, in runs of up to 64 floats.
+            let row = |oy: usize, from: usize, to: usize, out: &mut [f32]| {
+                let mut ox0 = from;
+                while ox0 < to {
+                    let ox1 = (ox0 + ppr).min(to);
                     let width = (ox1 - ox0) * n;
                     let interior = interior_y(oy) && interior_x(ox0, ox1);
                     let base = (oy * g.ow + ox0) * n;
@@ -436,8 +484,73 @@ fn body<I: ColIndex, const FMA: bool>(
                     }
                     ox0 = ox1;
                 }
+            };
+            let mut oy = 0;
+            while oy < g.oh {
+                // Batch 1: blocks of 8 rows x 8 pixels keep 64 sums in registers across all
+                // entries, where one row's run of a few pixels would not amortise the index math.
+                let block = n == 1 && g.sw == 1 && oy + 8 <= g.oh;
+                if block && interior_y(oy) && interior_y(oy + 7) {
+                    // Interior columns start at the padding; the border columns go row by row.
+                    let first = g.pw.min(g.ow);
+                    let mut ox0 = first;
+                    while ox0 + 8 <= g.ow && interior_x(ox0, ox0 + 8) {
+                        run_block8(&e, g, x, oy, ox0, out, FMA);
+                        ox0 += 8;
+                    }
+                    for r in oy..oy + 8 {
+                        row(r, 0, first, out);
+                        row(r, ox0, g.ow, out);
+                    }
+                    oy += 8;
+                } else {
+                    row(oy, 0, g.ow, out);
+                    oy += 1;
+                }
             }
         }
+    }
+}
+
+/// Batch 1, unit column stride: an 8x8 block of output pixels whose taps are all inside the
+/// input, as 8 runs of 8 accumulators.
+#[inline(always)]
+fn run_block8(
+    e: &Entries,
+    g: &ConvGeom,
+    x: &[f32],
+    oy0: usize,
+    ox0: usize,
+    out: &mut [f32],
+    fused: bool,
+) {
+    let mut acc = [[0.0f32; 8]; 8];
+    for (r, a) in acc.iter_mut().enumerate() {
+        a.copy_from_slice(&out[(oy0 + r) * g.ow + ox0..][..8]);
+    }
+    let step = g.sh * g.w;
+    for i in 0..e.len {
+        let iy = oy0 * g.sh + e.ky[i] - g.ph;
+        let ix = ox0 + e.kx[i] - g.pw;
+        let base = e.plane[i] + iy * g.w + ix;
+        let w = e.w[i];
+        // One bounds check for the eight rows this entry reads.
+        let span = &x[base..base + 7 * step + 8];
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `r * step + 8 <= 7 * step + 8 == span.len()` for `r < 8`, and `[f32; 8]`
+            // has the alignment of `f32`.
+            let s = unsafe { &*(span.as_ptr().add(r * step) as *const [f32; 8]) };
+            for l in 0..8 {
+                a[l] = if fused {
+                    w.mul_add(s[l], a[l])
+                } else {
+                    a[l] + w * s[l]
+                };
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        out[(oy0 + r) * g.ow + ox0..][..8].copy_from_slice(a);
     }
 }
 
@@ -500,7 +613,7 @@ fn body_b41<const L: usize, const FMA: bool>(
     rows: Range<usize>,
 ) {
     let plane = g.pixels() * n;
-    let khw = g.kh * g.kw;
+    let div = Dividers::new(g);
     let (brp, bcol) = (m.block_row_ptr(), m.block_col());
     let ppr = if g.sw == 1 { (L / n).max(1) } else { 1 };
     let interior_y = |oy: usize| oy * g.sh >= g.ph && oy * g.sh + g.kh <= g.h + g.ph;
@@ -543,9 +656,11 @@ fn body_b41<const L: usize, const FMA: bool>(
                         0.0
                     };
                 }
-                e.plane[i] = (col / khw) * g.h * g.w;
-                e.ky[i] = (col % khw) / g.kw;
-                e.kx[i] = col % g.kw;
+                let (ci, rem) = div.khw.divmod(col);
+                let (ky, kx) = div.kw.divmod(rem);
+                e.plane[i] = ci * g.h * g.w;
+                e.ky[i] = ky;
+                e.kx[i] = kx;
             }
             one.len = e.len;
             one.plane = e.plane;
@@ -618,6 +733,22 @@ unsafe fn direct_scalar(
         WeightMatrix::Csr16(m) => body::<u16, false>(m, g, x, n, y, rows),
         WeightMatrix::Csr32(m) => body::<u32, false>(m, g, x, n, y, rows),
         _ => debug_assert!(false, "check admits CSR only"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Divider;
+
+    #[test]
+    fn reciprocal_division_is_exact() {
+        for d in [1usize, 2, 3, 7, 9, 25, 49, 121, 576, 4608, 65535] {
+            let div = Divider::new(d);
+            let probes = (0..20_000).chain([(1 << 24) - 1, (1 << 24) + 5, u32::MAX as usize]);
+            for v in probes.chain((0..50).map(|k| k * d + d - 1)) {
+                assert_eq!(div.divmod(v), (v / d, v % d), "{v} / {d}");
+            }
+        }
     }
 }
 

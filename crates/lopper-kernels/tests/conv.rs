@@ -62,6 +62,10 @@ fn every_kernel_matches_the_twin_on_a_geometry_grid() {
         (3, 6, 6, 1, 1, 2, 2, 0, 0),
         (2, 4, 9, 2, 3, 1, 2, 0, 1),
         (1, 3, 3, 5, 5, 1, 1, 3, 3),
+        // Batch-1 8x8 register blocks: all interior, and interior behind padding.
+        (2, 12, 12, 5, 5, 1, 1, 0, 0),
+        (1, 20, 19, 3, 3, 1, 1, 1, 1),
+        (2, 18, 26, 3, 3, 2, 1, 2, 1),
     ];
     for (gi, &(c, h, w, kh, kw, sh, sw, ph, pw)) in geoms.iter().enumerate() {
         let g = ConvGeom::new(c, h, w, kh, kw, sh, sw, ph, pw).unwrap();

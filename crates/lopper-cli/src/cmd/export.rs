@@ -22,7 +22,8 @@ pub struct ExportArgs {
     /// Output file.
     #[arg(long)]
     pub out: PathBuf,
-    /// Storage per weight: auto (smallest encoding), dense, csr, or bsrRxC such as bsr4x1.
+    /// Storage per weight: auto (smallest encoding), dense, csr, csr-delta8 (one-byte relative
+    /// column indices), or bsrRxC such as bsr4x1.
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Weight values: f32, or i8 (symmetric per output channel, sparse formats only).
