@@ -137,17 +137,16 @@ pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
                     for kx in 0..g.kw {
                         let (iy, ix) = (oy * g.sh + ky, ox * g.sw + kx);
                         let src = &x[((c * g.h + iy) * g.w + ix) * n..][..n];
-                        for (o, &v) in out.iter_mut().zip(src) {
+                        // Two loops, not one with the choice inside, so each vectorises.
+                        if max {
                             // NaN wins, as in PyTorch's max_pool.
-                            *o = if max {
-                                if v > *o || v.is_nan() {
-                                    v
-                                } else {
-                                    *o
-                                }
-                            } else {
-                                *o + v
-                            };
+                            for (o, &v) in out.iter_mut().zip(src) {
+                                *o = nan_max(*o, v);
+                            }
+                        } else {
+                            for (o, &v) in out.iter_mut().zip(src) {
+                                *o += v;
+                            }
                         }
                     }
                 }
@@ -195,7 +194,8 @@ fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
 /// `max(a, b)` that propagates NaN from either side.
 #[inline(always)]
 fn nan_max(a: f32, b: f32) -> f32 {
-    if b > a || b.is_nan() {
+    // `|`, not `||`: no short-circuit branch, so loops of it vectorise to compare + blend.
+    if (b > a) | b.is_nan() {
         b
     } else {
         a

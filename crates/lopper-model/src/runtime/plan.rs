@@ -368,7 +368,12 @@ pub fn plan_cached(
             && p.mode == mode
     };
     if let Some(p) = cache.plans.iter().find(|p| matches(p)) {
-        if p.layers.len() == model.weights.len() {
+        // A plan from another build may name kernels this one lacks: then it is re-measured.
+        let known = p
+            .layers
+            .iter()
+            .all(|l| MmKernel::by_name(&l.kernel).is_some() && parse_kind(&l.format).is_some());
+        if known && p.layers.len() == model.weights.len() {
             return Ok((p.clone(), true));
         }
     }
