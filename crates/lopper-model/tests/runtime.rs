@@ -64,6 +64,9 @@ fn multithreaded_run_is_bit_identical_to_single_threaded() {
     let p1 = make_plan(&model, "t", 4, 1, PlanMode::Stored).unwrap();
     let mut p2 = p1.clone();
     p2.threads = 2;
+    for l in &mut p2.layers {
+        l.parts = 2;
+    }
     let a = Executor::new(&model, &p1)
         .unwrap()
         .run(&input)

@@ -48,6 +48,8 @@ pub(crate) struct Matmul {
     pub(crate) w: WeightMatrix,
     kernel: MmKernel,
     part: Partition,
+    /// The shared pool, when this layer splits its rows over more than one thread.
+    pool: Option<Arc<rayon::ThreadPool>>,
     bias: Option<Vec<f32>>,
     pub(crate) n: usize,
 }
@@ -103,7 +105,6 @@ pub struct Executor {
     batch: usize,
     in_features: usize,
     out_features: usize,
-    pool: Option<Arc<rayon::ThreadPool>>,
     steps: Vec<Step>,
     /// Node name of each step, for profiles.
     names: Vec<String>,
@@ -124,16 +125,6 @@ impl Executor {
     pub fn new(model: &Model, plan: &Plan) -> Result<Self, ModelError> {
         let batch = plan.batch;
         let threads = plan.threads.max(1);
-        let pool = if threads > 1 {
-            Some(Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .map_err(|e| ModelError::Plan(format!("thread pool: {e}")))?,
-            ))
-        } else {
-            None
-        };
         let choices: HashMap<&str, &super::plan::LayerChoice> =
             plan.layers.iter().map(|l| (l.node.as_str(), l)).collect();
         let g = &model.graph;
@@ -303,7 +294,6 @@ impl Executor {
             batch,
             in_features,
             out_features,
-            pool,
             steps,
             names,
             profile_ns: None,
@@ -351,11 +341,9 @@ impl Executor {
             &mut self.bufs[self.input_buf],
         );
         self.record(0, t);
-        match self.pool.clone() {
-            // One hop into the pool per inference, not one per layer.
-            Some(pool) => pool.install(|| self.forward())?,
-            None => self.forward()?,
-        }
+        // Layers that split across threads hand their work to the shared pool themselves;
+        // everything else runs on the calling thread, with no hand-off per inference.
+        self.forward()?;
         let t = self.profile_ns.is_some().then(std::time::Instant::now);
         ops::to_example_major(
             &self.bufs[self.output_buf],
@@ -479,27 +467,47 @@ impl Executor {
 }
 
 impl Matmul {
+    /// A layer split into `parts` row ranges (one per thread of the shared pool).
     pub(crate) fn new(
         node: &str,
         w: WeightMatrix,
         kernel: MmKernel,
-        threads: usize,
+        parts: usize,
         bias: Option<Vec<f32>>,
         n: usize,
-    ) -> Self {
-        let part = Partition::balanced(&w, threads);
-        Self {
+    ) -> Result<Self, ModelError> {
+        let part = Partition::balanced(&w, parts);
+        let pool = if part.len() > 1 {
+            Some(super::pools::shared_pool(parts)?)
+        } else {
+            None
+        };
+        Ok(Self {
             node: node.to_string(),
             w,
             kernel,
             part,
+            pool,
             bias,
             n,
+        })
+    }
+
+    /// Runs `f` in the shared pool when this layer is split, on this thread otherwise.
+    fn threaded<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
         }
     }
 
     fn run(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
         self.run_width(x, self.n, y)
+    }
+
+    /// [`Matmul::run`] for the planner's timing.
+    pub(crate) fn run_public(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
+        self.run(x, y)
     }
 
     fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
@@ -510,10 +518,11 @@ impl Matmul {
                 self.kernel.name()
             )));
         };
-        execute(kernel, &self.w, x, n, y, &self.part).map_err(|source| ModelError::Kernel {
-            node: self.node.clone(),
-            source,
-        })?;
+        self.threaded(|| execute(kernel, &self.w, x, n, y, &self.part))
+            .map_err(|source| ModelError::Kernel {
+                node: self.node.clone(),
+                source,
+            })?;
         if let Some(b) = &self.bias {
             ops::add_bias(y, b, n);
         }
@@ -555,12 +564,11 @@ pub(crate) fn conv(
     let pixels = g.oh * g.ow;
     let total = pixels * batch;
     if let MmKernel::Direct(k) = mm.kernel {
-        lopper_kernels::conv::execute(k, &mm.w, g, x, batch, y, mm.part.ranges()).map_err(
-            |source| ModelError::Kernel {
+        mm.threaded(|| lopper_kernels::conv::execute(k, &mm.w, g, x, batch, y, mm.part.ranges()))
+            .map_err(|source| ModelError::Kernel {
                 node: mm.node.clone(),
                 source,
-            },
-        )?;
+            })?;
         if let Some(b) = &mm.bias {
             ops::add_bias(y, b, total);
         }
@@ -628,12 +636,12 @@ fn matmul(
             choice.n
         )));
     }
-    Ok(Matmul::new(
+    Matmul::new(
         &node.name,
         w,
         kernel,
-        threads,
+        choice.parts.clamp(1, threads.max(1)),
         bias.map(|b| model.vectors[b].clone()),
         n,
-    ))
+    )
 }

@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod ops;
 pub mod plan;
+pub mod pools;
 
 pub use exec::Executor;
 pub use plan::{make_plan, plan_cached, Plan, PlanMode};

@@ -53,7 +53,15 @@ pub struct LayerChoice {
     pub n: usize,
     /// Measured median time of the chosen kernel (0 when unmeasured).
     pub ns: f64,
+    /// Threads this layer splits its rows over: 1, or the plan's thread count when measured
+    /// faster including the hand-off to the pool (tiny layers are faster on one).
+    #[serde(default = "one")]
+    pub parts: usize,
     pub candidates: Vec<Candidate>,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,10 +193,7 @@ pub fn make_plan(
         ));
     }
     let isa = Isa::selected();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| ModelError::Plan(format!("thread pool: {e}")))?;
+    let pool = super::pools::shared_pool(threads)?;
     let timing = planner_timing();
     let mut layers = Vec::new();
     for node in &model.graph.nodes {
@@ -229,7 +234,7 @@ pub fn make_plan(
                 let ns = match (mode, &geom) {
                     (PlanMode::Stored, _) => 0.0,
                     (_, Some(g)) => {
-                        let mm = Matmul::new(&node.name, w.clone(), k, threads, None, n);
+                        let mm = Matmul::new(&node.name, w.clone(), k, threads, None, n)?;
                         measure_conv(&mm, g, &x, batch, &pool, &timing)?
                     }
                     (_, None) => {
@@ -262,6 +267,26 @@ pub fn make_plan(
                 node.name
             ))
         })?;
+        // Split over threads only where that wins with the per-call hand-off counted.
+        let (ns, parts) = if threads > 1 && mode != PlanMode::Stored {
+            let w = encode_as(wname, stored, kind, dtype)?;
+            let k = MmKernel::by_name(kernel)
+                .ok_or_else(|| ModelError::Plan(format!("kernel {kernel} vanished")))?;
+            let single = Matmul::new(&node.name, w.clone(), k, 1, None, n)?;
+            let split = Matmul::new(&node.name, w, k, threads, None, n)?;
+            let t1 = time_layer(&single, geom.as_ref(), &x, batch, &timing)?;
+            let tn = time_layer(&split, geom.as_ref(), &x, batch, &timing)?;
+            if tn < t1 {
+                (tn, threads)
+            } else {
+                (t1, 1)
+            }
+        } else {
+            (
+                ns,
+                threads.min(if mode == PlanMode::Stored { threads } else { 1 }),
+            )
+        };
         layers.push(LayerChoice {
             node: node.name.clone(),
             weight: wname.to_string(),
@@ -270,6 +295,7 @@ pub fn make_plan(
             kernel: kernel.to_string(),
             n,
             ns,
+            parts,
             candidates,
         });
     }
@@ -325,6 +351,45 @@ fn measure_conv(
     });
     std::hint::black_box(&y);
     Ok(t.median_ns)
+}
+
+/// Median time of one layer as the executor calls it, from this thread (the pool hand-off of a
+/// split layer included).
+fn time_layer(
+    mm: &Matmul,
+    g: Option<&Window>,
+    x: &[f32],
+    batch: usize,
+    timing: &TimingOptions,
+) -> Result<f64, ModelError> {
+    let rows = mm.w.rows();
+    match g {
+        Some(g) => {
+            let (patches, tile) = conv_scratch(mm, g, batch);
+            let mut scratch = vec![0.0f32; patches];
+            let mut tile_out = vec![0.0f32; tile];
+            let mut y = vec![0.0f32; rows * g.oh * g.ow * batch];
+            conv(mm, g, x, &mut y, batch, &mut scratch, &mut tile_out)?;
+            let t = time_median(
+                |_| {
+                    let _ = conv(mm, g, x, &mut y, batch, &mut scratch, &mut tile_out);
+                },
+                timing,
+            );
+            Ok(t.median_ns)
+        }
+        None => {
+            let mut y = vec![0.0f32; rows * mm.n];
+            mm.run_public(x, &mut y)?;
+            let t = time_median(
+                |_| {
+                    let _ = mm.run_public(x, &mut y);
+                },
+                timing,
+            );
+            Ok(t.median_ns)
+        }
+    }
 }
 
 /// `MODEL.plan.json` next to the model.
