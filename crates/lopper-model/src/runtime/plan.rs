@@ -276,7 +276,9 @@ pub fn make_plan(
             let split = Matmul::new(&node.name, w, k, threads, None, n)?;
             let t1 = time_layer(&single, geom.as_ref(), &x, batch, &timing)?;
             let tn = time_layer(&split, geom.as_ref(), &x, batch, &timing)?;
-            if tn < t1 {
+            // A split must win clearly: timings of small layers are noisy, and a wrong split
+            // costs more than a missed one.
+            if tn < 0.9 * t1 {
                 (tn, threads)
             } else {
                 (t1, 1)
