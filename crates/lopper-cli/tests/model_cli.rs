@@ -246,3 +246,52 @@ fn model_commands_end_to_end() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn demo_runs_end_to_end_and_writes_its_reports() {
+    let dir = std::env::temp_dir().join(format!("lopper-cli-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = ok(lopper()
+        .arg("demo")
+        .arg("--json")
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap());
+    let r = json(&out);
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "dense, pruned and pruned int8");
+    for row in rows {
+        for f in [
+            "file",
+            "test_accuracy",
+            "sparsity",
+            "file_bytes",
+            "latency_b1_ns",
+            "latency_b64_ns",
+            "speedup_b1",
+            "speedup_b64",
+        ] {
+            assert!(!row[f].is_null(), "demo row lacks {f}");
+        }
+        // The f32 files reproduce the trainer's accuracy through the runtime.
+        if row["dtype"] == "f32" {
+            let d =
+                row["test_accuracy"].as_f64().unwrap() - row["trainer_accuracy"].as_f64().unwrap();
+            assert!(d.abs() <= 0.001, "{}: {d}", row["file"]);
+        }
+    }
+    assert!(rows[1]["sparsity"].as_f64().unwrap() > 0.94);
+    assert!(rows[1]["file_bytes"].as_u64().unwrap() * 10 < rows[0]["file_bytes"].as_u64().unwrap());
+    assert!(r["notes"].as_array().unwrap().is_empty(), "{}", r["notes"]);
+    for f in [
+        "report.md",
+        "report.json",
+        "accuracy_vs_sparsity.png",
+        "speedup.png",
+        "lenet300-gradual95.lop",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
