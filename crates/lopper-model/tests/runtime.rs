@@ -262,3 +262,29 @@ fn wide_convolution_runs_in_tiles_and_matches_reference() {
         check(&m, &format!("wide conv {kind:?}"));
     }
 }
+
+#[test]
+fn large_batches_run_in_cache_sized_sub_batches_with_a_remainder() {
+    let m = wide_conv(17, FormatKind::Csr16);
+    let batch = 37;
+    let plan = make_plan(&m, "t", batch, 1, PlanMode::Measured).unwrap();
+    assert!(
+        plan.sub_batch < batch && batch % plan.sub_batch != 0,
+        "sub-batch {}",
+        plan.sub_batch
+    );
+    let input = randn(&mut rng(18), m.graph.input_len() * batch);
+    let want = reference(&m, &input, batch);
+    let mut ex = Executor::new(&m, &plan).unwrap();
+    assert_eq!(ex.sub_batch(), plan.sub_batch);
+    let got = ex.run(&input).unwrap().to_vec();
+    assert!(rel_err(&got, &want) < 1e-5);
+    // The same examples one at a time give the same answers.
+    let one = make_plan(&m, "t", 1, 1, PlanMode::Stored).unwrap();
+    let mut ex1 = Executor::new(&m, &one).unwrap();
+    let f = m.graph.input_len();
+    for e in [0, 16, 36] {
+        let y = ex1.run(&input[e * f..(e + 1) * f]).unwrap();
+        assert!(rel_err(y, &want[e * 3..(e + 1) * 3]) < 1e-5, "example {e}");
+    }
+}

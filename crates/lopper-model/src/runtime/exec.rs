@@ -101,7 +101,8 @@ enum Step {
     },
 }
 
-pub struct Executor {
+/// The compiled graph for one product width: steps and their buffers.
+struct Core {
     batch: usize,
     in_features: usize,
     out_features: usize,
@@ -120,10 +121,10 @@ pub struct Executor {
     out: Vec<f32>,
 }
 
-impl Executor {
-    /// Compiles `model` for `plan` (made for this model; its batch is the executor's batch).
-    pub fn new(model: &Model, plan: &Plan) -> Result<Self, ModelError> {
-        let batch = plan.batch;
+impl Core {
+    /// Compiles `model` for `batch` examples per run with `plan`'s kernels; `strict` checks
+    /// that the plan was measured at this width (the remainder core of a split batch is not).
+    fn new(model: &Model, plan: &Plan, batch: usize, strict: bool) -> Result<Self, ModelError> {
         let threads = plan.threads.max(1);
         let choices: HashMap<&str, &super::plan::LayerChoice> =
             plan.layers.iter().map(|l| (l.node.as_str(), l)).collect();
@@ -178,7 +179,16 @@ impl Executor {
                     let choice = choices.get(node.name.as_str()).ok_or_else(|| {
                         ModelError::Plan(format!("the plan has no entry for node '{}'", node.name))
                     })?;
-                    let mm = matmul(model, node, weight, bias.as_deref(), choice, batch, threads)?;
+                    let mm = matmul(
+                        model,
+                        node,
+                        weight,
+                        bias.as_deref(),
+                        choice,
+                        batch,
+                        threads,
+                        strict,
+                    )?;
                     let y = fresh(&mut sizes);
                     if let Op::Conv2d {
                         kernel,
@@ -290,7 +300,7 @@ impl Executor {
         }
         let in_features = g.input_len();
         let out_features = model.shapes[&g.output].iter().product();
-        let mut ex = Executor {
+        let mut ex = Core {
             batch,
             in_features,
             out_features,
@@ -308,18 +318,6 @@ impl Executor {
         let zeros = vec![0.0; in_features * batch];
         ex.run(&zeros)?;
         Ok(ex)
-    }
-
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.in_features
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.out_features
     }
 
     /// Runs one batch: `input` is `[batch, in_features]`; returns `[batch, out_features]`.
@@ -466,6 +464,109 @@ impl Executor {
     }
 }
 
+/// A model compiled for one plan (batch size, thread count, per-layer format and kernel), run in
+/// sub-batches of `plan.sub_batch` examples so that every activation stays in cache; a batch
+/// that is not a multiple runs its remainder through a second, smaller core.
+pub struct Executor {
+    batch: usize,
+    sub: usize,
+    main: Core,
+    rest: Option<Core>,
+    out: Vec<f32>,
+}
+
+impl Executor {
+    /// Compiles `model` for `plan` (made for this model; its batch is the executor's batch).
+    pub fn new(model: &Model, plan: &Plan) -> Result<Self, ModelError> {
+        let batch = plan.batch.max(1);
+        let sub = plan.sub_batch().clamp(1, batch);
+        let main = Core::new(model, plan, sub, true)?;
+        let rest = match batch % sub {
+            0 => None,
+            r => Some(Core::new(model, plan, r, false)?),
+        };
+        let out = vec![0.0; main.out_features * batch];
+        Ok(Self {
+            batch,
+            sub,
+            main,
+            rest,
+            out,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Examples per internal run.
+    pub fn sub_batch(&self) -> usize {
+        self.sub
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.main.in_features
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.main.out_features
+    }
+
+    /// Runs one batch: `input` is `[batch, in_features]`; returns `[batch, out_features]`.
+    pub fn run(&mut self, input: &[f32]) -> Result<&[f32], ModelError> {
+        let (fi, fo) = (self.main.in_features, self.main.out_features);
+        if input.len() != self.batch * fi {
+            return Err(ModelError::InputSize {
+                actual: input.len(),
+                expected: self.batch * fi,
+                batch: self.batch,
+                per_example: fi,
+            });
+        }
+        if self.sub == self.batch {
+            let y = self.main.run(input)?;
+            self.out.copy_from_slice(y);
+            return Ok(&self.out);
+        }
+        for (c, (xin, yout)) in input
+            .chunks(self.sub * fi)
+            .zip(self.out.chunks_mut(self.sub * fo))
+            .enumerate()
+        {
+            let core = if xin.len() == self.sub * fi {
+                &mut self.main
+            } else {
+                self.rest.as_mut().ok_or_else(|| {
+                    ModelError::Plan(format!("chunk {c} has no core for its size"))
+                })?
+            };
+            yout.copy_from_slice(core.run(xin)?);
+        }
+        Ok(&self.out)
+    }
+
+    /// Mean time per step over `iters` runs of `input` (one sub-batch; see [`Executor::sub_batch`]).
+    pub fn profile(
+        &mut self,
+        input: &[f32],
+        iters: usize,
+    ) -> Result<Vec<(String, f64)>, ModelError> {
+        let fi = self.main.in_features;
+        let first = input.get(..self.sub * fi).ok_or(ModelError::InputSize {
+            actual: input.len(),
+            expected: self.batch * fi,
+            batch: self.batch,
+            per_example: fi,
+        })?;
+        self.main.profile(first, iters)
+    }
+
+    /// The format and kernel each weight layer runs with.
+    pub fn layers(&self) -> Vec<(String, String, &'static str)> {
+        self.main.layers()
+    }
+}
+
 impl Matmul {
     /// A layer split into `parts` row ranges (one per thread of the shared pool).
     pub(crate) fn new(
@@ -598,6 +699,7 @@ pub(crate) fn conv(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn matmul(
     model: &Model,
     node: &crate::graph::Node,
@@ -606,6 +708,7 @@ fn matmul(
     choice: &super::plan::LayerChoice,
     batch: usize,
     threads: usize,
+    strict: bool,
 ) -> Result<Matmul, ModelError> {
     let plan_err = |m: String| ModelError::Plan(format!("node '{}': {m}", node.name));
     let stored = &model.weights[weight];
@@ -630,7 +733,7 @@ fn matmul(
         )));
     }
     let n = super::plan::product_width(model, node, batch);
-    if n != choice.n {
+    if strict && n != choice.n {
         return Err(plan_err(format!(
             "made for width {}, the model needs {n}",
             choice.n
