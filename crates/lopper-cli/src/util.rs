@@ -1,35 +1,11 @@
 //! Small helpers shared by subcommands.
 
-use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and
-/// synced, then renamed over `path`. A crash leaves either the old file or the new one.
+/// Writes `bytes` to `path` atomically (a temporary file in the same folder, synced, renamed
+/// over `path`): a crash leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+    Ok(lopper_model::file::write_atomic(path, bytes)?)
 }
 
 /// The CPU model, for benchmark headers.

@@ -249,43 +249,11 @@ pub fn execute(
     parts: &[Range<usize>],
 ) -> Result<(), KernelError> {
     kernel.check(w, g, x, n, y, &(0..w.rows()))?;
-    let gr = w.row_granularity();
-    let covers = parts.first().map(|r| r.start) == Some(0)
-        && parts.last().map(|r| r.end) == Some(w.rows())
-        && parts.windows(2).all(|p| p[0].end == p[1].start)
-        && parts.iter().all(|r| r.start.is_multiple_of(gr));
-    if !covers {
-        return Err(KernelError::BadRowRange {
-            start: 0,
-            end: 0,
-            rows: w.rows(),
-            granularity: 1,
-        });
-    }
-    let plane = g.pixels() * n;
-    if parts.len() == 1 {
-        // SAFETY: checked above for all rows.
-        unsafe { (kernel.imp)(w, g, x, n, y, 0..w.rows()) };
-        return Ok(());
-    }
-    let mut rest = y;
-    let mut chunks = Vec::with_capacity(parts.len());
-    for r in parts {
-        let (head, tail) = rest.split_at_mut(r.len() * plane);
-        chunks.push((r.clone(), head));
-        rest = tail;
-    }
-    rayon::scope(|s| {
-        let mut iter = chunks.into_iter();
-        let first = iter.next();
-        for (range, chunk) in iter {
-            // SAFETY: each range is a sub-range of the checked rows and `chunk` is its slice.
-            s.spawn(move |_| unsafe { (kernel.imp)(w, g, x, n, chunk, range) });
-        }
-        if let Some((range, chunk)) = first {
-            // SAFETY: as above.
-            unsafe { (kernel.imp)(w, g, x, n, chunk, range) };
-        }
+    crate::parallel::check_split(parts, w.rows(), w.row_granularity())?;
+    crate::parallel::for_each_split(parts, y, g.pixels() * n, |range, chunk| {
+        // SAFETY: `check` passed for all rows; each range is an aligned sub-range of them
+        // (`check_split`) and `chunk` is exactly its output channels.
+        unsafe { (kernel.imp)(w, g, x, n, chunk, range) }
     });
     Ok(())
 }
@@ -756,75 +724,52 @@ mod tests {
 mod x86 {
     use super::*;
 
-    /// # Safety
-    /// AVX2 and FMA must be available (`check` verifies it).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn direct_b41_avx2(
-        w: &WeightMatrix,
-        g: &ConvGeom,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        rows: Range<usize>,
-    ) {
-        match w {
-            WeightMatrix::Bsr(m) => body_b41::<16, true>(m, g, x, n, y, rows),
-            _ => debug_assert!(false, "check admits BSR 4x1 only"),
-        }
+    /// An ISA wrapper of a body: the same code compiled with the ISA's target features, so the
+    /// accumulator loops use its vectors and FMA.
+    macro_rules! wrapper {
+        ($name:ident, $features:literal, csr) => {
+            /// # Safety
+            /// The target features named here must be available (`check` verifies it).
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &WeightMatrix,
+                g: &ConvGeom,
+                x: &[f32],
+                n: usize,
+                y: &mut [f32],
+                rows: Range<usize>,
+            ) {
+                match w {
+                    WeightMatrix::Csr16(m) => body::<u16, true>(m, g, x, n, y, rows),
+                    WeightMatrix::Csr32(m) => body::<u32, true>(m, g, x, n, y, rows),
+                    _ => debug_assert!(false, "check admits CSR only"),
+                }
+            }
+        };
+        ($name:ident, $features:literal, bsr4x1, $run:literal) => {
+            /// # Safety
+            /// The target features named here must be available (`check` verifies it).
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &WeightMatrix,
+                g: &ConvGeom,
+                x: &[f32],
+                n: usize,
+                y: &mut [f32],
+                rows: Range<usize>,
+            ) {
+                match w {
+                    WeightMatrix::Bsr(m) => body_b41::<$run, true>(m, g, x, n, y, rows),
+                    _ => debug_assert!(false, "check admits BSR 4x1 only"),
+                }
+            }
+        };
     }
 
-    /// # Safety
-    /// AVX-512F (with AVX2 and FMA) must be available (`check` verifies it).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn direct_b41_avx512(
-        w: &WeightMatrix,
-        g: &ConvGeom,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        rows: Range<usize>,
-    ) {
-        match w {
-            WeightMatrix::Bsr(m) => body_b41::<64, true>(m, g, x, n, y, rows),
-            _ => debug_assert!(false, "check admits BSR 4x1 only"),
-        }
-    }
-
-    /// # Safety
-    /// AVX2 and FMA must be available (`check` verifies it).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn direct_avx2(
-        w: &WeightMatrix,
-        g: &ConvGeom,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        rows: Range<usize>,
-    ) {
-        match w {
-            WeightMatrix::Csr16(m) => body::<u16, true>(m, g, x, n, y, rows),
-            WeightMatrix::Csr32(m) => body::<u32, true>(m, g, x, n, y, rows),
-            _ => debug_assert!(false, "check admits CSR only"),
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F (with AVX2 and FMA) must be available (`check` verifies it).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn direct_avx512(
-        w: &WeightMatrix,
-        g: &ConvGeom,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        rows: Range<usize>,
-    ) {
-        match w {
-            WeightMatrix::Csr16(m) => body::<u16, true>(m, g, x, n, y, rows),
-            WeightMatrix::Csr32(m) => body::<u32, true>(m, g, x, n, y, rows),
-            _ => debug_assert!(false, "check admits CSR only"),
-        }
-    }
+    wrapper!(direct_avx2, "avx2,fma", csr);
+    wrapper!(direct_avx512, "avx512f,avx2,fma", csr);
+    wrapper!(direct_b41_avx2, "avx2,fma", bsr4x1, 16);
+    wrapper!(direct_b41_avx512, "avx512f,avx2,fma", bsr4x1, 64);
 }
 
 /// The plain twin: every stored entry times every in-bounds input tap, accumulated in f64, with

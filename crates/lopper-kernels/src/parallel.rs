@@ -73,45 +73,68 @@ pub fn execute(
     partition: &Partition,
 ) -> Result<(), KernelError> {
     kernel.check(w, x, n, y, &(0..w.rows()))?;
-    let covers = partition.ranges.first().map(|r| r.start) == Some(0)
-        && partition.ranges.last().map(|r| r.end) == Some(w.rows())
-        && partition.ranges.windows(2).all(|p| p[0].end == p[1].start);
-    let g = w.row_granularity();
-    if !covers || partition.ranges.iter().any(|r| r.start % g != 0) {
-        let r = partition.ranges.first().cloned().unwrap_or(0..0);
-        return Err(KernelError::BadRowRange {
-            start: r.start,
-            end: r.end,
-            rows: w.rows(),
-            granularity: g,
-        });
-    }
-    if partition.ranges.len() == 1 {
-        // SAFETY: `check` passed for the whole row range, which is this range.
-        unsafe { kernel.run_unchecked(w, x, n, y, 0..w.rows()) };
+    check_split(partition.ranges(), w.rows(), w.row_granularity())?;
+    for_each_split(partition.ranges(), y, n, |range, chunk| {
+        // SAFETY: `check` passed for all rows; `check_split` verified that each range is an
+        // aligned sub-range of them, and `chunk` is exactly its rows of `y`.
+        unsafe { kernel.run_unchecked(w, x, n, chunk, range) }
+    });
+    Ok(())
+}
+
+/// Checks that `ranges` cover `0..rows` in order, each starting on a multiple of `granularity`.
+pub(crate) fn check_split(
+    ranges: &[Range<usize>],
+    rows: usize,
+    granularity: usize,
+) -> Result<(), KernelError> {
+    let covers = ranges.first().map(|r| r.start) == Some(0)
+        && ranges.last().map(|r| r.end) == Some(rows)
+        && ranges.windows(2).all(|p| p[0].end == p[1].start)
+        && ranges
+            .iter()
+            .all(|r| r.start.is_multiple_of(granularity.max(1)));
+    if covers {
         return Ok(());
     }
-    let mut chunks = Vec::with_capacity(partition.ranges.len());
+    let r = ranges.first().cloned().unwrap_or(0..0);
+    Err(KernelError::BadRowRange {
+        start: r.start,
+        end: r.end,
+        rows,
+        granularity,
+    })
+}
+
+/// Cuts `y` into the rows of each range (`row_len` floats a row) and runs `f` on each: the
+/// first on this thread, the others as tasks on the current rayon pool. One range runs inline.
+pub(crate) fn for_each_split(
+    ranges: &[Range<usize>],
+    y: &mut [f32],
+    row_len: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    if let [only] = ranges {
+        return f(only.clone(), y);
+    }
+    let mut chunks = Vec::with_capacity(ranges.len());
     let mut rest = y;
-    for r in &partition.ranges {
-        let (head, tail) = rest.split_at_mut(r.len() * n);
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * row_len);
         chunks.push((r.clone(), head));
         rest = tail;
     }
+    let f = &f;
     rayon::scope(|s| {
         let mut iter = chunks.into_iter();
         let first = iter.next();
         for (range, chunk) in iter {
-            // SAFETY: `check` passed for all rows; each range is an aligned sub-range of them
-            // (verified above) and `chunk` is exactly its rows of `y`.
-            s.spawn(move |_| unsafe { kernel.run_unchecked(w, x, n, chunk, range) });
+            s.spawn(move |_| f(range, chunk));
         }
         if let Some((range, chunk)) = first {
-            // SAFETY: as above.
-            unsafe { kernel.run_unchecked(w, x, n, chunk, range) };
+            f(range, chunk);
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]

@@ -33,19 +33,7 @@ pub enum ExportError {
     Model(#[from] ModelError),
 }
 
-/// Class names of Fashion-MNIST, in label order.
-pub const FASHION_LABELS: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub use crate::data::mnist::FASHION_LABELS;
 
 /// What the graph says about its input besides the network.
 #[derive(Debug, Clone)]

@@ -197,19 +197,7 @@ impl Core {
                         ..
                     } = &node.op
                     {
-                        let win = Window {
-                            c: in_shape[0],
-                            h: in_shape[1],
-                            w: in_shape[2],
-                            kh: kernel[0],
-                            kw: kernel[1],
-                            sh: stride[0],
-                            sw: stride[1],
-                            ph: padding[0],
-                            pw: padding[1],
-                            oh: out_shape[1],
-                            ow: out_shape[2],
-                        };
+                        let win = window(in_shape, out_shape, *kernel, *stride, *padding);
                         let (patches, tile) = conv_scratch(&mm, &win, batch);
                         scratch_len = scratch_len.max(patches);
                         tile_out_len = tile_out_len.max(tile);
@@ -246,19 +234,7 @@ impl Core {
                     }
                 }
                 Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
-                    let win = Window {
-                        c: in_shape[0],
-                        h: in_shape[1],
-                        w: in_shape[2],
-                        kh: kernel[0],
-                        kw: kernel[1],
-                        sh: stride[0],
-                        sw: stride[1],
-                        ph: 0,
-                        pw: 0,
-                        oh: out_shape[1],
-                        ow: out_shape[2],
-                    };
+                    let win = window(in_shape, out_shape, *kernel, *stride, [0, 0]);
                     let max = matches!(node.op, Op::MaxPool { .. });
                     Step::Pool {
                         g: win,
@@ -461,6 +437,29 @@ impl Core {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The window of a convolution or pooling node from its validated value shapes.
+fn window(
+    i: &[usize],
+    o: &[usize],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Window {
+    Window {
+        c: i[0],
+        h: i[1],
+        w: i[2],
+        kh: kernel[0],
+        kw: kernel[1],
+        sh: stride[0],
+        sw: stride[1],
+        ph: padding[0],
+        pw: padding[1],
+        oh: o[1],
+        ow: o[2],
     }
 }
 
