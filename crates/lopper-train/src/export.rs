@@ -268,6 +268,8 @@ pub fn export_checkpoint(
     meta: &ExportMeta,
 ) -> Result<Model, ExportError> {
     let device = Device::flex();
+    // The random initialisation before loading must not interleave with a training's draws.
+    let _rng = crate::trainer::rng_guard();
     match zoo {
         ZooModel::Lenet300 => load(Lenet300::new(&device), checkpoint)?.export(meta),
         ZooModel::Lenet5 => load(Lenet5::new(&device), checkpoint)?.export(meta),

@@ -39,6 +39,8 @@ pub fn sensitivity(
     sparsities: &[f64],
 ) -> Result<Sensitivity, TrainError> {
     let device = Device::flex();
+    // The random initialisation before loading must not interleave with a training's draws.
+    let _rng = crate::trainer::rng_guard();
     match model {
         ZooModel::Lenet300 => run(Lenet300::new(&device), model, dir, test, sparsities),
         ZooModel::Lenet5 => run(Lenet5::new(&device), model, dir, test, sparsities),

@@ -107,13 +107,25 @@ const MODEL_FILE: &str = "model.bpk";
 const OPTIM_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
 
-/// Trains the recipe's model on `data`.
+/// burn's flex backend keeps one random generator per process, seeded by `Device::seed`: two
+/// trainings (or any random initialisation) running at once in one process would interleave
+/// their draws and lose reproducibility. [`train`] holds this guard from seeding to the end;
+/// hold it too around other random initialisation in a process that may be training.
+pub fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A poisoned lock only means another holder panicked; the guard protects no data.
+    RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Trains the recipe's model on `data`. Trainings in one process run one at a time (see
+/// [`rng_guard`]), so the same seed gives the same result.
 pub fn train(
     recipe: &Recipe,
     data: &Dataset,
     opts: &TrainOptions,
     obs: &mut dyn Observer,
 ) -> Result<TrainSummary, TrainError> {
+    let _rng = rng_guard();
     crate::denormals::flush_denormals();
     let device = Device::flex().autodiff();
     device.seed(recipe.seed);

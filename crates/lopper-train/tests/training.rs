@@ -39,6 +39,9 @@ fn opts(dir: &Path, resume: bool) -> TrainOptions {
 
 #[test]
 fn pruned_weights_stay_zero_under_sgd_momentum_and_weight_decay() {
+    // Tests run concurrently: keep this initialisation from drawing from the process-wide
+    // generator while another test trains.
+    let _rng = lopper_train::trainer::rng_guard();
     lopper_train::denormals::flush_denormals();
     let device = Device::flex().autodiff();
     device.seed(3);
@@ -241,9 +244,12 @@ fn pruning_after_the_last_epoch_is_checkpointed_once() {
     let a = train(&recipe, &data, &opts(&dir, false), &mut Silent).unwrap();
     assert_eq!(a.history.len(), 2, "the epoch, then the no-fine-tune prune");
     // The checkpoint holds the pruned model, which is what an export reads.
-    let saved = Lenet300::new(&Device::flex())
-        .try_load_file(dir.join("model.bpk"))
-        .unwrap();
+    let saved = {
+        let _rng = lopper_train::trainer::rng_guard();
+        Lenet300::new(&Device::flex())
+            .try_load_file(dir.join("model.bpk"))
+            .unwrap()
+    };
     let s = measure_sparsity(&saved).sparsity;
     assert!((s - 0.9).abs() < 1e-3, "checkpoint sparsity {s}");
     // Resuming a finished run neither prunes again nor adds a record.
