@@ -108,6 +108,23 @@ fn model_commands_end_to_end() {
         .unwrap()));
     assert!((e8["accuracy"].as_f64().unwrap() - acc).abs() < 0.01);
 
+    // export --format planned: each weight stored as the planner runs it; same accuracy.
+    let planned = dir.join("planned.lop");
+    ok(lopper()
+        .arg("export")
+        .arg(&lop)
+        .args(["--format", "planned", "--out"])
+        .arg(&planned)
+        .output()
+        .unwrap());
+    let ep = json(&ok(lopper()
+        .arg("eval")
+        .arg(&planned)
+        .arg("--json")
+        .output()
+        .unwrap()));
+    assert_eq!(ep["accuracy"].as_f64(), Some(acc));
+
     // inspect: every weight layer has a planned kernel; the plan is cached next to the model.
     let ins = json(&ok(lopper()
         .arg("inspect")

@@ -164,6 +164,37 @@ impl Model {
         Model::new(graph, weights, self.vectors.clone())
     }
 
+    /// Every weight stored in the format `plan` runs it with (`--format planned`): dense stays
+    /// dense (CSR for int8, which dense cannot hold), CSR and N:M become CSR, BSR keeps its block.
+    /// Weights the plan does not name get the smallest encoding.
+    pub fn reencoded_as_planned(
+        &self,
+        plan: &crate::runtime::Plan,
+        dtype: Dtype,
+    ) -> Result<Model, ModelError> {
+        let mut weights = BTreeMap::new();
+        let mut graph = self.graph.clone();
+        for (name, w) in &self.weights {
+            let kind = plan
+                .layers
+                .iter()
+                .find(|l| &l.weight == name)
+                .and_then(|l| crate::runtime::plan::parse_kind(&l.format));
+            let choice = match kind {
+                Some(FormatKind::Dense) if dtype == Dtype::F32 => StorageChoice::Dense,
+                Some(FormatKind::Bsr { br, bc }) => StorageChoice::Bsr { br, bc },
+                Some(_) => StorageChoice::Csr,
+                None => StorageChoice::Auto,
+            };
+            let (m, format) = encode_storage(name, w, choice, dtype)?;
+            let mut spec = crate::file::spec_of(&m);
+            spec.format = format;
+            graph.weights.insert(name.clone(), spec);
+            weights.insert(name.clone(), m);
+        }
+        Model::new(graph, weights, self.vectors.clone())
+    }
+
     /// The same model with every weight dense f32 (int8 weights dequantized): the dense twin.
     pub fn densified(&self) -> Result<Model, ModelError> {
         let weights = self

@@ -22,8 +22,9 @@ pub struct ExportArgs {
     /// Output file.
     #[arg(long)]
     pub out: PathBuf,
-    /// Storage per weight: auto (smallest encoding), dense, csr, csr-delta8 (one-byte relative
-    /// column indices), or bsrRxC such as bsr4x1.
+    /// Storage per weight: auto (smallest encoding), planned (the format the planner runs the
+    /// layer with at batch 1, 1 thread), dense, csr, csr-delta8 (one-byte relative column
+    /// indices), or bsrRxC such as bsr4x1.
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Weight values: f32, or i8 (symmetric per output channel, sparse formats only).
@@ -87,7 +88,12 @@ pub fn from_training_dir(
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let choice: StorageChoice = args.format.parse().map_err(anyhow::Error::msg)?;
+    let planned = args.format.eq_ignore_ascii_case("planned");
+    let choice: StorageChoice = if planned {
+        StorageChoice::Auto
+    } else {
+        args.format.parse().map_err(anyhow::Error::msg)?
+    };
     let dtype = parse_dtype(&args.dtype)?;
     let model = if args.source.is_dir() {
         from_training_dir(&args.source, args.data.as_deref())?
@@ -102,6 +108,19 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             args.dtype
         )
     })?;
+    // `planned`: store each weight in the format the planner runs it with at batch 1, 1 thread.
+    let out = if planned {
+        let plan = lopper_model::runtime::make_plan(
+            &out,
+            "export",
+            1,
+            1,
+            lopper_model::PlanMode::Measured,
+        )?;
+        out.reencoded_as_planned(&plan, dtype)?
+    } else {
+        out
+    };
     let bytes = out.write(&args.out)?;
     let dense = model.densified()?.to_bytes()?.len() as u64;
     let (total, nonzero, _) = out.weight_stats();
