@@ -147,6 +147,23 @@ pub struct PruningSpec {
     /// Final sparsity of particular layers, by parameter path (e.g. `"fc3.weight" = 0.8`).
     #[serde(default)]
     pub overrides: BTreeMap<String, f64>,
+    /// N:M structured sparsity, e.g. `"2:4"`: every prune event keeps `n` of each `m`
+    /// consecutive inputs of every output unit (needs a one_shot schedule to `1 - n/m`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+impl PruningSpec {
+    /// The parsed `pattern`, when it is a valid `n:m` (checked by [`Recipe::parse`]).
+    pub fn nm_pattern(&self) -> Option<(usize, usize)> {
+        parse_pattern(self.pattern.as_deref()?)
+    }
+}
+
+fn parse_pattern(s: &str) -> Option<(usize, usize)> {
+    let (n, m) = s.trim().split_once(':')?;
+    let (n, m): (usize, usize) = (n.trim().parse().ok()?, m.trim().parse().ok()?);
+    (n >= 1 && n < m && m <= 16).then_some((n, m))
 }
 
 fn default_criterion() -> Criterion {
@@ -167,6 +184,7 @@ impl Default for PruningSpec {
             min_density: 0.0,
             schedule: Schedule::None,
             overrides: BTreeMap::new(),
+            pattern: None,
         }
     }
 }
@@ -240,6 +258,36 @@ impl Recipe {
         }
         for (layer, &s) in &p.overrides {
             sparsity(&format!("pruning.overrides.\"{layer}\""), s)?;
+        }
+        if let Some(text) = &p.pattern {
+            let Some((n, m)) = parse_pattern(text) else {
+                return Err(bad(
+                    "pruning.pattern",
+                    format!("\"{text}\" is not N:M with 1 <= N < M <= 16 (e.g. \"2:4\")"),
+                ));
+            };
+            let want = 1.0 - n as f64 / m as f64;
+            match &p.schedule {
+                Schedule::OneShot { target, .. } if (target - want).abs() < 1e-9 => {}
+                Schedule::OneShot { target, .. } => {
+                    return Err(bad(
+                        "pruning.schedule.target",
+                        format!("{target} does not match pattern {n}:{m} (sparsity {want})"),
+                    ))
+                }
+                _ => {
+                    return Err(bad(
+                        "pruning.pattern",
+                        "N:M patterns need a one_shot schedule".into(),
+                    ))
+                }
+            }
+            if !p.overrides.is_empty() {
+                return Err(bad(
+                    "pruning.overrides",
+                    "per-layer targets do not apply to an N:M pattern".into(),
+                ));
+            }
         }
         match &p.schedule {
             Schedule::None => {}

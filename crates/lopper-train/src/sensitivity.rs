@@ -71,6 +71,7 @@ fn run<M: Classifier>(
         min_density: 0.0,
         overrides: Default::default(),
         seed: 0,
+        pattern: None,
     };
     let mut rows = Vec::new();
     for layer in &layers {

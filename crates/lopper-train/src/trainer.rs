@@ -199,6 +199,7 @@ fn run<M: Classifier>(
         min_density: recipe.pruning.min_density,
         overrides: recipe.pruning.overrides.clone(),
         seed: recipe.seed,
+        pattern: recipe.pruning.nm_pattern(),
     };
     let schedule = &recipe.pruning.schedule;
     let final_target = schedule.final_target();

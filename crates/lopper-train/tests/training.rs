@@ -52,6 +52,7 @@ fn pruned_weights_stay_zero_under_sgd_momentum_and_weight_decay() {
         min_density: 0.01,
         overrides: Default::default(),
         seed: 3,
+        pattern: None,
     };
     let mut masks = plan.masks(&prunable_layers(&model), &Masks::new(), 0.8, 0.8, 0);
     model = masks.apply(model);
@@ -256,4 +257,50 @@ fn pruning_after_the_last_epoch_is_checkpointed_once() {
     let b = train(&recipe, &data, &opts(&dir, true), &mut Silent).unwrap();
     assert_eq!(b.history.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_of_four_pattern_keeps_two_of_every_four_inputs() {
+    let data = dataset();
+    let text = "model = \"lenet300\"\nepochs = 1\ntrain_limit = 2000\n[pruning]\npattern = \"2:4\"\nschedule = { kind = \"one_shot\", epoch = 0, target = 0.5 }\n";
+    let recipe = Recipe::parse(Path::new("test.toml"), text).unwrap();
+    let dir = out_dir("nm");
+    let s = train(&recipe, &data, &opts(&dir, false), &mut Silent).unwrap();
+    assert!(
+        (s.sparsity.sparsity - 0.5).abs() < 1e-3,
+        "sparsity {}",
+        s.sparsity.sparsity
+    );
+    let saved = {
+        let _rng = lopper_train::trainer::rng_guard();
+        Lenet300::new(&Device::flex())
+            .try_load_file(dir.join("model.bpk"))
+            .unwrap()
+    };
+    for l in prunable_layers(&saved) {
+        // burn [in, out]: output o's inputs i are values[i * out + o].
+        let (fan_in, fan_out) = (l.shape[0], l.shape[1]);
+        for o in 0..fan_out {
+            for g in 0..fan_in / 4 {
+                let kept = (0..4)
+                    .filter(|j| l.values[(g * 4 + j) * fan_out + o] != 0.0)
+                    .count();
+                assert_eq!(kept, 2, "{} output {o} group {g}", l.path);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rejects_bad_nm_patterns_naming_the_key() {
+    for (text, key) in [
+        ("pattern = \"4:2\"\nschedule = { kind = \"one_shot\", epoch = 0, target = 0.5 }", "pruning.pattern"),
+        ("pattern = \"2:4\"\nschedule = { kind = \"one_shot\", epoch = 0, target = 0.7 }", "pruning.schedule.target"),
+        ("pattern = \"2:4\"\nschedule = { kind = \"gradual\", target = 0.5, start_epoch = 0, end_epoch = 1, every_steps = 10 }", "pruning.pattern"),
+    ] {
+        let full = format!("model = \"lenet300\"\nepochs = 2\n[pruning]\n{text}\n");
+        let e = Recipe::parse(Path::new("nm.toml"), &full).unwrap_err().to_string();
+        assert!(e.starts_with("nm.toml: key `") && e.contains(key), "{e}");
+    }
 }

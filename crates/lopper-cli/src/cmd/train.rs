@@ -227,7 +227,10 @@ fn build_report(
     let method = match &recipe.pruning.schedule {
         lopper_train::prune::Schedule::None if recipe.regularization.l1 > 0.0 => "l1".to_string(),
         lopper_train::prune::Schedule::None => "dense".to_string(),
-        other => other.kind().to_string(),
+        other => match &recipe.pruning.pattern {
+            Some(p) => format!("{} {p}", other.kind()),
+            None => other.kind().to_string(),
+        },
     };
     Report {
         model: recipe.model.name().into(),

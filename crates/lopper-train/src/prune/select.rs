@@ -3,10 +3,16 @@
 //!
 //! Already-pruned weights score zero, and a new mask is the AND of the old mask and the top-k
 //! of the scores, so a weight once pruned stays pruned even if a later target is lower.
+//!
+//! With an N:M `pattern`, each layer keeps the `n` highest scores in every group of `m`
+//! consecutive inputs of an output unit, i.e. along a row of the `[out, in]` matrix (burn's
+//! Linear `[in, out]` is transposed for this; Conv2d `[out, in, kh, kw]` is already
+//! `[out, in*kh*kw]`). A layer whose input count is not a multiple of `m` (LeNet-5's first
+//! convolution, 25 inputs) is left dense, as NVIDIA's ASP does.
 
 use std::collections::BTreeMap;
 
-use lopper_kernels::mask::top_k_mask;
+use lopper_kernels::mask::{nm_mask, top_k_mask};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -41,6 +47,42 @@ pub struct PrunePlan {
     /// Layers with their own final sparsity (path → sparsity); they scale with the schedule.
     pub overrides: BTreeMap<String, f64>,
     pub seed: u64,
+    /// N:M structured sparsity `(n, m)`: masks keep `n` of every `m` (the target is `1 - n/m`).
+    pub pattern: Option<(usize, usize)>,
+}
+
+/// `[out, K]` row-major order of a layer's values, as indices into burn's layout.
+fn out_major_order(shape: &[usize]) -> Option<(usize, usize, Vec<usize>)> {
+    match shape {
+        // burn Linear [in, out]: element (o, i) is values[i * out + o].
+        &[fan_in, fan_out] => {
+            let order = (0..fan_out)
+                .flat_map(|o| (0..fan_in).map(move |i| i * fan_out + o))
+                .collect();
+            Some((fan_out, fan_in, order))
+        }
+        // Conv2d [out, in, kh, kw] is [out, in*kh*kw] already.
+        [out, rest @ ..] if !rest.is_empty() => {
+            let k: usize = rest.iter().product();
+            Some((*out, k, (0..out * k).collect()))
+        }
+        _ => None,
+    }
+}
+
+/// The N:M mask of one layer in burn's layout, or `None` when its input count does not fit.
+fn layer_nm_mask(shape: &[usize], scores: &[f32], n: usize, m: usize) -> Option<Vec<bool>> {
+    let (_, k, order) = out_major_order(shape)?;
+    if k == 0 || !k.is_multiple_of(m) || order.len() != scores.len() {
+        return None;
+    }
+    let ordered: Vec<f32> = order.iter().map(|&i| scores[i]).collect();
+    let keep = nm_mask(&ordered, k, n, m);
+    let mut mask = vec![false; scores.len()];
+    for (j, &i) in order.iter().enumerate() {
+        mask[i] = keep[j];
+    }
+    Some(mask)
 }
 
 impl PrunePlan {
@@ -83,6 +125,16 @@ impl PrunePlan {
             }
         };
         let mut out = Masks::new();
+        if let Some((n, m)) = self.pattern {
+            for (l, sc) in layers.iter().zip(&scores) {
+                if let Some(mask) = layer_nm_mask(&l.shape, sc, n, m) {
+                    out.insert(l.path.clone(), and(old.get(&l.path), mask));
+                } else if let Some(k) = old.get(&l.path) {
+                    out.insert(l.path.clone(), k.to_vec());
+                }
+            }
+            return out;
+        }
         let global: Vec<usize> = (0..layers.len())
             .filter(|&i| {
                 self.allocation == Allocation::Global
@@ -126,6 +178,30 @@ fn and(old: Option<&[bool]>, new: Vec<bool>) -> Vec<bool> {
 }
 
 #[cfg(test)]
+mod nm_tests {
+    use super::*;
+
+    #[test]
+    fn linear_groups_run_along_the_inputs_of_each_output() {
+        // burn [in = 8, out = 2]: output 0 reads values[i * 2], output 1 values[i * 2 + 1].
+        let v: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let m = layer_nm_mask(&[8, 2], &v, 2, 4).unwrap();
+        for o in 0..2 {
+            for g in 0..2 {
+                let kept = (0..4).filter(|&j| m[(g * 4 + j) * 2 + o]).count();
+                assert_eq!(kept, 2, "output {o} group {g}");
+            }
+            // Largest magnitudes win: inputs 2, 3 and 6, 7 of each output.
+            assert!(m[3 * 2 + o] && m[2 * 2 + o] && !m[o]);
+        }
+        assert!(
+            layer_nm_mask(&[25, 3], &[1.0; 75], 2, 4).is_none(),
+            "25 inputs do not fit 4"
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use burn::module::ParamId;
@@ -146,6 +222,7 @@ mod tests {
             min_density: 0.0,
             overrides: BTreeMap::new(),
             seed: 1,
+            pattern: None,
         }
     }
 
