@@ -1,262 +1,11 @@
-//! Direct sparse convolution ("implicit im2col"): `Y = W ⊛ X` without materialising patches.
-//!
-//! Layouts: weights are CSR `[Cout, C*kh*kw]`, column `(ci*kh + ky)*kw + kx` (PyTorch's
-//! flattening of `[out, in, kh, kw]`); `X` is `[C, H, W, n]` and `Y` is `[Cout, OH, OW, n]`,
-//! batch innermost (the runtime's activation layout). For each stored weight and output row
-//! `oy`, the in-bounds output pixels of that row read one contiguous run of `X` (unit column
-//! stride) of `(pixels * n)` floats, so the inner loop is an axpy over a long contiguous run at
-//! batch 64, where im2col would copy every patch first. Zero padding is implicit: out-of-bounds
-//! taps are skipped. Stored entries take part even when zero (the NaN rule of
-//! [`crate::format`]); int8 weights enter as `q * scale[row]`.
-//!
-//! Every kernel here has the plain twin [`conv_reference`] (f64) and is checked by [`check`]
-//! before any memory is touched.
+//! The direct-convolution bodies and their ISA wrappers (see the parent module for layouts
+//! and invariants). Each body is `#[inline(always)]` into wrappers compiled with an ISA's target
+//! features, so its fixed-size accumulator loops become that ISA's vector FMAs.
 
 use std::ops::Range;
 
-use crate::error::KernelError;
+use super::ConvGeom;
 use crate::format::{Bsr, ColIndex, Csr, Values, WeightMatrix};
-use crate::isa::Isa;
-use crate::reference::Reference;
-
-/// Geometry of a 2-D convolution over one `[C, H, W]` example.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeom {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub ph: usize,
-    pub pw: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
-
-impl ConvGeom {
-    /// Computes the output size; `None` when the window does not fit or a side is zero.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        c: usize,
-        h: usize,
-        w: usize,
-        kh: usize,
-        kw: usize,
-        sh: usize,
-        sw: usize,
-        ph: usize,
-        pw: usize,
-    ) -> Option<Self> {
-        if [c, h, w, kh, kw, sh, sw].contains(&0) || h + 2 * ph < kh || w + 2 * pw < kw {
-            return None;
-        }
-        let (oh, ow) = ((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1);
-        Some(Self {
-            c,
-            h,
-            w,
-            kh,
-            kw,
-            sh,
-            sw,
-            ph,
-            pw,
-            oh,
-            ow,
-        })
-    }
-
-    /// Columns of the weight matrix: `C*kh*kw`.
-    pub fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-
-    /// Output pixels per channel.
-    pub fn pixels(&self) -> usize {
-        self.oh * self.ow
-    }
-}
-
-type ConvFn = unsafe fn(&WeightMatrix, &ConvGeom, &[f32], usize, &mut [f32], Range<usize>);
-
-/// One direct-convolution kernel.
-#[derive(Clone, Copy)]
-pub struct ConvKernel {
-    pub name: &'static str,
-    pub isa: Isa,
-    imp: ConvFn,
-}
-
-impl std::fmt::Debug for ConvKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
-}
-
-/// Every direct-convolution kernel, best ISA first within each format: `csr` kernels take CSR
-/// (u16 or u32 indices), `bsr4x1` kernels BSR with 4x1 blocks, whose four output channels share
-/// each loaded run of `X`; both with f32 or int8 values.
-pub static CONV_KERNELS: &[ConvKernel] = &[
-    #[cfg(target_arch = "x86_64")]
-    ConvKernel {
-        name: "conv_direct_bsr4x1_avx512",
-        isa: Isa::Avx512,
-        imp: x86::direct_b41_avx512,
-    },
-    #[cfg(target_arch = "x86_64")]
-    ConvKernel {
-        name: "conv_direct_bsr4x1_avx2",
-        isa: Isa::Avx2,
-        imp: x86::direct_b41_avx2,
-    },
-    ConvKernel {
-        name: "conv_direct_bsr4x1_scalar",
-        isa: Isa::Scalar,
-        imp: direct_b41_scalar,
-    },
-    #[cfg(target_arch = "x86_64")]
-    ConvKernel {
-        name: "conv_direct_csr_avx512",
-        isa: Isa::Avx512,
-        imp: x86::direct_avx512,
-    },
-    #[cfg(target_arch = "x86_64")]
-    ConvKernel {
-        name: "conv_direct_csr_avx2",
-        isa: Isa::Avx2,
-        imp: x86::direct_avx2,
-    },
-    ConvKernel {
-        name: "conv_direct_csr_scalar",
-        isa: Isa::Scalar,
-        imp: direct_scalar,
-    },
-];
-
-/// Looks a kernel up by name.
-pub fn by_name(name: &str) -> Option<&'static ConvKernel> {
-    CONV_KERNELS.iter().find(|k| k.name == name)
-}
-
-/// Kernels usable on this CPU up to `isa`.
-pub fn candidates(isa: Isa) -> impl Iterator<Item = &'static ConvKernel> {
-    CONV_KERNELS
-        .iter()
-        .filter(move |k| k.isa <= isa && k.isa.available())
-}
-
-impl ConvKernel {
-    /// Whether this kernel takes `w`'s format (CSR, or BSR 4x1).
-    pub fn accepts(&self, w: &WeightMatrix) -> bool {
-        if self.name.contains("bsr4x1") {
-            matches!(w.kind(), crate::FormatKind::Bsr { br: 4, bc: 1 })
-        } else {
-            matches!(w, WeightMatrix::Csr16(_) | WeightMatrix::Csr32(_))
-        }
-    }
-
-    /// Checks everything the kernel relies on: ISA, CSR weights of `g.k()` columns, `x` of
-    /// `[C, H, W, n]`, `y` holding exactly the output rows of `rows`.
-    pub fn check(
-        &self,
-        w: &WeightMatrix,
-        g: &ConvGeom,
-        x: &[f32],
-        n: usize,
-        y: &[f32],
-        rows: &Range<usize>,
-    ) -> Result<(), KernelError> {
-        if !self.isa.available() {
-            return Err(KernelError::IsaUnavailable {
-                kernel: self.name,
-                isa: self.isa.name(),
-            });
-        }
-        if !self.accepts(w) {
-            return Err(KernelError::Unsupported {
-                kernel: self.name,
-                reason: "weights in another format",
-            });
-        }
-        if n == 0 {
-            return Err(KernelError::Unsupported {
-                kernel: self.name,
-                reason: "batch must be at least 1",
-            });
-        }
-        let shape = |what, expected: usize, actual: usize| {
-            if expected == actual {
-                Ok(())
-            } else {
-                Err(KernelError::ShapeMismatch {
-                    what,
-                    expected,
-                    actual,
-                })
-            }
-        };
-        shape("weight columns (C*kh*kw)", g.k(), w.cols())?;
-        if Some(*g) != ConvGeom::new(g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) {
-            return Err(KernelError::Unsupported {
-                kernel: self.name,
-                reason: "inconsistent convolution geometry",
-            });
-        }
-        shape("x (C*H*W*batch)", g.c * g.h * g.w * n, x.len())?;
-        let gr = w.row_granularity();
-        let aligned =
-            rows.start.is_multiple_of(gr) && (rows.end.is_multiple_of(gr) || rows.end == w.rows());
-        if rows.start > rows.end || rows.end > w.rows() || !aligned {
-            return Err(KernelError::BadRowRange {
-                start: rows.start,
-                end: rows.end,
-                rows: w.rows(),
-                granularity: gr,
-            });
-        }
-        shape("y (rows*OH*OW*batch)", rows.len() * g.pixels() * n, y.len())
-    }
-
-    /// Computes output channels `rows` into `y` after checking every precondition.
-    pub fn run(
-        &self,
-        w: &WeightMatrix,
-        g: &ConvGeom,
-        x: &[f32],
-        n: usize,
-        y: &mut [f32],
-        rows: Range<usize>,
-    ) -> Result<(), KernelError> {
-        self.check(w, g, x, n, y, &rows)?;
-        // SAFETY: `check` verified the ISA, the matrix variant and every length the body uses.
-        unsafe { (self.imp)(w, g, x, n, y, rows) };
-        Ok(())
-    }
-}
-
-/// Runs `kernel` over all output channels, split into the ranges of `parts` (one rayon task
-/// each, on the current pool). Each channel is computed by one task in the same order as
-/// single-threaded code, so results are bit-identical for any split.
-pub fn execute(
-    kernel: &ConvKernel,
-    w: &WeightMatrix,
-    g: &ConvGeom,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    parts: &[Range<usize>],
-) -> Result<(), KernelError> {
-    kernel.check(w, g, x, n, y, &(0..w.rows()))?;
-    crate::parallel::check_split(parts, w.rows(), w.row_granularity())?;
-    crate::parallel::for_each_split(parts, y, g.pixels() * n, |range, chunk| {
-        // SAFETY: `check` passed for all rows; each range is an aligned sub-range of them
-        // (`check_split`) and `chunk` is exactly its output channels.
-        unsafe { (kernel.imp)(w, g, x, n, chunk, range) }
-    });
-    Ok(())
-}
 
 #[inline(always)]
 fn fma<const FMA: bool>(a: f32, x: f32, acc: f32) -> f32 {
@@ -673,7 +422,7 @@ fn body_b41<const L: usize, const FMA: bool>(
 
 /// # Safety
 /// Safe to call for any arguments `check` accepted (no ISA requirement).
-unsafe fn direct_b41_scalar(
+pub(super) unsafe fn direct_b41_scalar(
     w: &WeightMatrix,
     g: &ConvGeom,
     x: &[f32],
@@ -689,7 +438,7 @@ unsafe fn direct_b41_scalar(
 
 /// # Safety
 /// Safe to call for any arguments `check` accepted (no ISA requirement).
-unsafe fn direct_scalar(
+pub(super) unsafe fn direct_scalar(
     w: &WeightMatrix,
     g: &ConvGeom,
     x: &[f32],
@@ -721,7 +470,7 @@ mod tests {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::*;
 
     /// An ISA wrapper of a body: the same code compiled with the ISA's target features, so the
@@ -731,7 +480,7 @@ mod x86 {
             /// # Safety
             /// The target features named here must be available (`check` verifies it).
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
+            pub(in crate::conv) unsafe fn $name(
                 w: &WeightMatrix,
                 g: &ConvGeom,
                 x: &[f32],
@@ -750,7 +499,7 @@ mod x86 {
             /// # Safety
             /// The target features named here must be available (`check` verifies it).
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
+            pub(in crate::conv) unsafe fn $name(
                 w: &WeightMatrix,
                 g: &ConvGeom,
                 x: &[f32],
@@ -770,42 +519,4 @@ mod x86 {
     wrapper!(direct_avx512, "avx512f,avx2,fma", csr);
     wrapper!(direct_b41_avx2, "avx2,fma", bsr4x1, 16);
     wrapper!(direct_b41_avx512, "avx512f,avx2,fma", bsr4x1, 64);
-}
-
-/// The plain twin: every stored entry times every in-bounds input tap, accumulated in f64, with
-/// the same error budget as [`crate::reference::reference`]. `y` is `[Cout, OH*OW*n]`.
-pub fn conv_reference(w: &WeightMatrix, g: &ConvGeom, x: &[f32], n: usize) -> Reference {
-    let cols = g.pixels() * n;
-    let mut y = vec![0.0f64; w.rows() * cols];
-    let mut abs = vec![0.0f64; w.rows() * cols];
-    let mut terms = vec![0usize; w.rows()];
-    w.for_each_entry(|r, col, wv| {
-        terms[r] += 1;
-        let (ci, ky, kx) = (
-            col / (g.kh * g.kw),
-            (col % (g.kh * g.kw)) / g.kw,
-            col % g.kw,
-        );
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let iy = (oy * g.sh + ky) as isize - g.ph as isize;
-                let ix = (ox * g.sw + kx) as isize - g.pw as isize;
-                if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
-                    continue;
-                }
-                for j in 0..n {
-                    let p = wv * x[((ci * g.h + iy as usize) * g.w + ix as usize) * n + j] as f64;
-                    let o = r * cols + (oy * g.ow + ox) * n + j;
-                    y[o] += p;
-                    abs[o] += p.abs();
-                }
-            }
-        }
-    });
-    Reference {
-        y,
-        abs,
-        terms,
-        n: cols,
-    }
 }
