@@ -71,23 +71,6 @@ fn uses(p: &Plan) -> Vec<LayerUse> {
         .collect()
 }
 
-/// The plan with every layer on `format` (its fastest kernel), if every layer had that candidate.
-fn uniform_plan(p: &Plan, format: &str) -> Option<Plan> {
-    let mut out = p.clone();
-    for l in &mut out.layers {
-        let c = l
-            .candidates
-            .iter()
-            .filter(|c| c.format == format)
-            .min_by(|a, b| a.ns.total_cmp(&b.ns))?;
-        l.format = c.format.clone();
-        l.dtype = c.dtype.clone();
-        l.kernel = c.kernel.clone();
-        l.ns = c.ns;
-    }
-    Some(out)
-}
-
 fn input(len: usize) -> Vec<f32> {
     let mut s: u32 = 12345;
     (0..len)
@@ -161,14 +144,9 @@ pub fn bench_model(
     ];
     let mut formats: Vec<String> = Vec::new();
     if with_uniform {
-        for c in sparse_plan.layers.iter().flat_map(|l| &l.candidates) {
-            if !formats.contains(&c.format) {
-                formats.push(c.format.clone());
-            }
-        }
-        formats.retain(|f| uniform_plan(&sparse_plan, f).is_some());
+        formats = sparse_plan.uniform_formats();
         for f in &formats {
-            if let Some(p) = uniform_plan(&sparse_plan, f) {
+            if let Some(p) = sparse_plan.uniform(f) {
                 exs.push(Executor::new(model, &p)?);
             }
         }

@@ -56,6 +56,8 @@ struct Inspection {
     plan_isa: String,
     plan_file: String,
     plan_from_cache: bool,
+    /// `per-layer`, or `uniform FORMAT` when one format on every layer ran faster end to end.
+    plan_chosen: String,
     layers: Vec<LayerRow>,
 }
 
@@ -115,6 +117,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         plan_isa: plan.isa.clone(),
         plan_file: cache_path(&args.model).display().to_string(),
         plan_from_cache: cached,
+        plan_chosen: plan.chosen.clone(),
         layers,
     };
     if args.json {

@@ -75,9 +75,44 @@ pub struct Plan {
     pub isa: String,
     pub mode: PlanMode,
     pub layers: Vec<LayerChoice>,
+    /// Which whole-model candidate won: `per-layer`, or `uniform FORMAT` when forcing one
+    /// format on every layer ran faster end to end (see [`make_plan`]).
+    #[serde(default)]
+    pub chosen: String,
 }
 
 impl Plan {
+    /// This plan with every layer on `format` (each layer's fastest kernel for it), if every
+    /// layer measured that format.
+    pub fn uniform(&self, format: &str) -> Option<Plan> {
+        let mut out = self.clone();
+        for l in &mut out.layers {
+            let c = l
+                .candidates
+                .iter()
+                .filter(|c| c.format == format)
+                .min_by(|a, b| a.ns.total_cmp(&b.ns))?;
+            l.format = c.format.clone();
+            l.dtype = c.dtype.clone();
+            l.kernel = c.kernel.clone();
+            l.ns = c.ns;
+        }
+        out.chosen = format!("uniform {format}");
+        Some(out)
+    }
+
+    /// The formats every layer has a measured candidate for.
+    pub fn uniform_formats(&self) -> Vec<String> {
+        let mut formats: Vec<String> = Vec::new();
+        for c in self.layers.iter().flat_map(|l| &l.candidates) {
+            if !formats.contains(&c.format) {
+                formats.push(c.format.clone());
+            }
+        }
+        formats.retain(|f| self.uniform(f).is_some());
+        formats
+    }
+
     /// Examples per internal run of the executor.
     pub fn sub_batch(&self) -> usize {
         if self.sub_batch == 0 {
@@ -343,7 +378,7 @@ pub fn make_plan(
             candidates,
         });
     }
-    Ok(Plan {
+    let plan = Plan {
         model_digest: digest.to_string(),
         batch,
         sub_batch: sub,
@@ -351,7 +386,57 @@ pub fn make_plan(
         isa: isa.name().to_string(),
         mode,
         layers,
-    })
+        chosen: "per-layer".into(),
+    };
+    if mode == PlanMode::Measured {
+        return refine(model, plan);
+    }
+    Ok(plan)
+}
+
+/// Layers timed one by one do not always add up to the fastest whole model (caches, the order
+/// layers run in). The per-layer plan and every uniform plan are therefore timed end to end,
+/// interleaved round by round, and the fastest whole model is kept.
+fn refine(model: &Model, plan: Plan) -> Result<Plan, ModelError> {
+    let mut plans = vec![plan.clone()];
+    plans.extend(
+        plan.uniform_formats()
+            .iter()
+            .filter_map(|f| plan.uniform(f)),
+    );
+    if plans.len() < 2 {
+        return Ok(plan);
+    }
+    let mut exs = plans
+        .iter()
+        .map(|p| crate::runtime::Executor::new(model, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let x = activations(plan.batch * model.graph.input_len());
+    let mut samples = vec![Vec::new(); exs.len()];
+    for _ in 0..5 {
+        for (ex, s) in exs.iter_mut().zip(&mut samples) {
+            let t = std::time::Instant::now();
+            let mut calls = 0u32;
+            while calls < 2 || t.elapsed().as_nanos() < 1_000_000 {
+                ex.run(&x)?;
+                calls += 1;
+            }
+            s.push(t.elapsed().as_nanos() as f64 / calls as f64);
+        }
+    }
+    let median = |s: &mut Vec<f64>| {
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let times: Vec<f64> = samples.iter_mut().map(median).collect();
+    // The per-layer plan stays unless a uniform one is clearly (5 %) faster.
+    let mut best = 0;
+    for (i, &t) in times.iter().enumerate().skip(1) {
+        if t < 0.95 * times[0] && t < times[best] {
+            best = i;
+        }
+    }
+    Ok(plans.swap_remove(best))
 }
 
 /// The geometry of a convolution node (from the value shapes), `None` for other nodes.
