@@ -152,16 +152,7 @@ fn delta_bytes(m: &WeightMatrix) -> usize {
 impl Model {
     /// The same model with every weight stored as `choice` with `dtype`.
     pub fn reencoded(&self, choice: StorageChoice, dtype: Dtype) -> Result<Model, ModelError> {
-        let mut weights = BTreeMap::new();
-        let mut graph = self.graph.clone();
-        for (name, w) in &self.weights {
-            let (m, format) = encode_storage(name, w, choice, dtype)?;
-            let mut spec = crate::file::spec_of(&m);
-            spec.format = format;
-            graph.weights.insert(name.clone(), spec);
-            weights.insert(name.clone(), m);
-        }
-        Model::new(graph, weights, self.vectors.clone())
+        self.restored(|_| choice, dtype)
     }
 
     /// Every weight stored in the format `plan` runs it with (`--format planned`): dense stays
@@ -172,21 +163,32 @@ impl Model {
         plan: &crate::runtime::Plan,
         dtype: Dtype,
     ) -> Result<Model, ModelError> {
-        let mut weights = BTreeMap::new();
-        let mut graph = self.graph.clone();
-        for (name, w) in &self.weights {
+        let choice = |name: &str| {
             let kind = plan
                 .layers
                 .iter()
-                .find(|l| &l.weight == name)
+                .find(|l| l.weight == name)
                 .and_then(|l| crate::runtime::plan::parse_kind(&l.format));
-            let choice = match kind {
+            match kind {
                 Some(FormatKind::Dense) if dtype == Dtype::F32 => StorageChoice::Dense,
                 Some(FormatKind::Bsr { br, bc }) => StorageChoice::Bsr { br, bc },
                 Some(_) => StorageChoice::Csr,
                 None => StorageChoice::Auto,
-            };
-            let (m, format) = encode_storage(name, w, choice, dtype)?;
+            }
+        };
+        self.restored(choice, dtype)
+    }
+
+    /// The same model with each weight stored as `choice(name)` says, specs updated to match.
+    fn restored(
+        &self,
+        choice: impl Fn(&str) -> StorageChoice,
+        dtype: Dtype,
+    ) -> Result<Model, ModelError> {
+        let mut weights = BTreeMap::new();
+        let mut graph = self.graph.clone();
+        for (name, w) in &self.weights {
+            let (m, format) = encode_storage(name, w, choice(name), dtype)?;
             let mut spec = crate::file::spec_of(&m);
             spec.format = format;
             graph.weights.insert(name.clone(), spec);
