@@ -110,7 +110,8 @@ impl Observer for Bar {
         self.last = Some(r.clone());
     }
     fn on_prune(&mut self, step: usize, target: f64) {
-        if !self.quiet && (target * 1000.0).round() as i64 % 50 == 0 {
+        // Milestones only (every 5 points); a schedule's first event at 0 % prunes nothing.
+        if !self.quiet && target > 0.0 && (target * 1000.0).round() as i64 % 50 == 0 {
             self.bar
                 .suspend(|| eprintln!("  step {step}: pruned to {:.1}%", target * 100.0));
         }
