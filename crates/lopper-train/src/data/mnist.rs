@@ -1,7 +1,8 @@
 //! MNIST-layout datasets (Fashion-MNIST, MNIST): four IDX files, 28x28 grey images, 10 classes.
 //!
-//! The folder is found in this order: an explicit `--data DIR`, the `LOPPER_DATA` environment
-//! variable, then `/usr/share/datasets/fashion-mnist` (Debian package `dataset-fashion-mnist`).
+//! The folder is the first of: an explicit `--data DIR`, the `LOPPER_DATA` environment variable,
+//! `/usr/share/datasets/fashion-mnist` (Debian package `dataset-fashion-mnist`). A folder the user
+//! named (flag or variable) that lacks the data is an error, not a silent fall-back to the next.
 //! Images become f32 `[n, 784]` row-major, standardised with the mean and standard deviation of
 //! the training images (so MNIST and Fashion-MNIST both work unchanged).
 
@@ -110,15 +111,13 @@ fn locate_in(
     env: Option<&Path>,
     default: &Path,
 ) -> Result<PathBuf, DataError> {
-    let mut searched = Vec::new();
-    for dir in [explicit, env, Some(default)].into_iter().flatten() {
-        if find_file(dir, "train-images-idx3-ubyte").is_some() {
-            return Ok(dir.to_path_buf());
-        }
-        searched.push(dir.display().to_string());
+    // The first folder given wins; only the default is reached when nothing was named.
+    let dir = explicit.or(env).unwrap_or(default);
+    if find_file(dir, "train-images-idx3-ubyte").is_some() {
+        return Ok(dir.to_path_buf());
     }
     Err(DataError::NotFound {
-        searched: searched.join(", "),
+        searched: dir.display().to_string(),
     })
 }
 
@@ -255,10 +254,26 @@ mod tests {
             e.contains("apt-get install -y dataset-fashion-mnist"),
             "{e}"
         );
+        // The named folder is the one reported; the others are not silently tried.
         assert!(
-            e.contains("/nonexistent/a, /nonexistent/b, /nonexistent/c"),
+            e.contains("/nonexistent/a") && !e.contains("/nonexistent/c"),
             "{e}"
         );
+        let e = locate_in(
+            None,
+            Some(Path::new("/nonexistent/b")),
+            Path::new("/nonexistent/c"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/nonexistent/b") && !e.contains("/nonexistent/c"),
+            "{e}"
+        );
+        let e = locate_in(None, None, Path::new("/nonexistent/c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/c"), "{e}");
     }
 
     #[test]
