@@ -420,38 +420,51 @@ fn body_b41<const L: usize, const FMA: bool>(
     }
 }
 
-/// # Safety
-/// Safe to call for any arguments `check` accepted (no ISA requirement).
-pub(super) unsafe fn direct_b41_scalar(
-    w: &WeightMatrix,
-    g: &ConvGeom,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    rows: Range<usize>,
-) {
-    match w {
-        WeightMatrix::Bsr(m) => body_b41::<16, false>(m, g, x, n, y, rows),
-        _ => debug_assert!(false, "check admits BSR 4x1 only"),
-    }
+/// An entry point of a body with the signature the registry stores: the same code, compiled
+/// with the target features given as attributes (none for the portable path), so the accumulator
+/// loops use that ISA's vectors and FMA (`fma = true`) or plain multiply-add.
+macro_rules! wrapper {
+    ($(#[$attr:meta])* $name:ident, csr, $fma:literal) => {
+        /// # Safety
+        /// Any target features named here must be available (`check` verifies it).
+        $(#[$attr])*
+        pub(in crate::conv) unsafe fn $name(
+            w: &WeightMatrix,
+            g: &ConvGeom,
+            x: &[f32],
+            n: usize,
+            y: &mut [f32],
+            rows: Range<usize>,
+        ) {
+            match w {
+                WeightMatrix::Csr16(m) => body::<u16, $fma>(m, g, x, n, y, rows),
+                WeightMatrix::Csr32(m) => body::<u32, $fma>(m, g, x, n, y, rows),
+                _ => debug_assert!(false, "check admits CSR only"),
+            }
+        }
+    };
+    ($(#[$attr:meta])* $name:ident, bsr4x1, $run:literal, $fma:literal) => {
+        /// # Safety
+        /// Any target features named here must be available (`check` verifies it).
+        $(#[$attr])*
+        pub(in crate::conv) unsafe fn $name(
+            w: &WeightMatrix,
+            g: &ConvGeom,
+            x: &[f32],
+            n: usize,
+            y: &mut [f32],
+            rows: Range<usize>,
+        ) {
+            match w {
+                WeightMatrix::Bsr(m) => body_b41::<$run, $fma>(m, g, x, n, y, rows),
+                _ => debug_assert!(false, "check admits BSR 4x1 only"),
+            }
+        }
+    };
 }
 
-/// # Safety
-/// Safe to call for any arguments `check` accepted (no ISA requirement).
-pub(super) unsafe fn direct_scalar(
-    w: &WeightMatrix,
-    g: &ConvGeom,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    rows: Range<usize>,
-) {
-    match w {
-        WeightMatrix::Csr16(m) => body::<u16, false>(m, g, x, n, y, rows),
-        WeightMatrix::Csr32(m) => body::<u32, false>(m, g, x, n, y, rows),
-        _ => debug_assert!(false, "check admits CSR only"),
-    }
-}
+wrapper!(direct_scalar, csr, false);
+wrapper!(direct_b41_scalar, bsr4x1, 16, false);
 
 #[cfg(test)]
 mod tests {
@@ -473,50 +486,30 @@ mod tests {
 pub(super) mod x86 {
     use super::*;
 
-    /// An ISA wrapper of a body: the same code compiled with the ISA's target features, so the
-    /// accumulator loops use its vectors and FMA.
-    macro_rules! wrapper {
-        ($name:ident, $features:literal, csr) => {
-            /// # Safety
-            /// The target features named here must be available (`check` verifies it).
-            #[target_feature(enable = $features)]
-            pub(in crate::conv) unsafe fn $name(
-                w: &WeightMatrix,
-                g: &ConvGeom,
-                x: &[f32],
-                n: usize,
-                y: &mut [f32],
-                rows: Range<usize>,
-            ) {
-                match w {
-                    WeightMatrix::Csr16(m) => body::<u16, true>(m, g, x, n, y, rows),
-                    WeightMatrix::Csr32(m) => body::<u32, true>(m, g, x, n, y, rows),
-                    _ => debug_assert!(false, "check admits CSR only"),
-                }
-            }
-        };
-        ($name:ident, $features:literal, bsr4x1, $run:literal) => {
-            /// # Safety
-            /// The target features named here must be available (`check` verifies it).
-            #[target_feature(enable = $features)]
-            pub(in crate::conv) unsafe fn $name(
-                w: &WeightMatrix,
-                g: &ConvGeom,
-                x: &[f32],
-                n: usize,
-                y: &mut [f32],
-                rows: Range<usize>,
-            ) {
-                match w {
-                    WeightMatrix::Bsr(m) => body_b41::<$run, true>(m, g, x, n, y, rows),
-                    _ => debug_assert!(false, "check admits BSR 4x1 only"),
-                }
-            }
-        };
-    }
-
-    wrapper!(direct_avx2, "avx2,fma", csr);
-    wrapper!(direct_avx512, "avx512f,avx2,fma", csr);
-    wrapper!(direct_b41_avx2, "avx2,fma", bsr4x1, 16);
-    wrapper!(direct_b41_avx512, "avx512f,avx2,fma", bsr4x1, 64);
+    wrapper!(
+        #[target_feature(enable = "avx2,fma")]
+        direct_avx2,
+        csr,
+        true
+    );
+    wrapper!(
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        direct_avx512,
+        csr,
+        true
+    );
+    wrapper!(
+        #[target_feature(enable = "avx2,fma")]
+        direct_b41_avx2,
+        bsr4x1,
+        16,
+        true
+    );
+    wrapper!(
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        direct_b41_avx512,
+        bsr4x1,
+        64,
+        true
+    );
 }
