@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use lopper_kernels::bench::median_sorted;
-use lopper_model::runtime::plan::{plan_cached, Plan, PlanMode};
+use lopper_model::runtime::plan::{activations, Plan, PlanMode};
 use lopper_model::Executor;
 use serde::Serialize;
 
@@ -71,16 +71,6 @@ fn uses(p: &Plan) -> Vec<LayerUse> {
         .collect()
 }
 
-fn input(len: usize) -> Vec<f32> {
-    let mut s: u32 = 12345;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
 /// Times the executors interleaved: each round takes one sample of each; returns medians.
 fn time_interleaved(exs: &mut [Executor], x: &[f32], spec: TimingSpec) -> anyhow::Result<Vec<f64>> {
     let mut inner = Vec::with_capacity(exs.len());
@@ -122,22 +112,8 @@ pub fn bench_model(
     with_uniform: bool,
 ) -> anyhow::Result<ModelRecord> {
     let model = &loaded.model;
-    let (sparse_plan, cached) = plan_cached(
-        &loaded.path,
-        model,
-        &loaded.digest,
-        batch,
-        threads,
-        PlanMode::Measured,
-    )?;
-    let (dense_plan, _) = plan_cached(
-        &loaded.path,
-        model,
-        &loaded.digest,
-        batch,
-        threads,
-        PlanMode::Dense,
-    )?;
+    let (sparse_plan, cached) = loaded.plan(batch, threads, PlanMode::Measured)?;
+    let (dense_plan, _) = loaded.plan(batch, threads, PlanMode::Dense)?;
     let mut exs = vec![
         Executor::new(model, &dense_plan)?,
         Executor::new(model, &sparse_plan)?,
@@ -151,7 +127,7 @@ pub fn bench_model(
             }
         }
     }
-    let x = input(batch * model.graph.input_len());
+    let x = activations(batch * model.graph.input_len());
     let t = time_interleaved(&mut exs, &x, spec)?;
     let uniform: Vec<Uniform> = formats
         .iter()
@@ -186,16 +162,9 @@ pub fn bench_model(
 /// Mean time of each step of the planned run at `batch`/`threads`, to stderr.
 fn print_profile(loaded: &Loaded, batch: usize, threads: usize) -> anyhow::Result<()> {
     let model = &loaded.model;
-    let (plan, _) = plan_cached(
-        &loaded.path,
-        model,
-        &loaded.digest,
-        batch,
-        threads,
-        PlanMode::Measured,
-    )?;
+    let (plan, _) = loaded.plan(batch, threads, PlanMode::Measured)?;
     let mut ex = Executor::new(model, &plan)?;
-    let x = input(batch * model.graph.input_len());
+    let x = activations(batch * model.graph.input_len());
     let iters = (20_000_000 / (batch * model.graph.input_len()).max(1)).clamp(10, 2000);
     let steps = ex.profile(&x, iters)?;
     let total: f64 = steps.iter().map(|s| s.1).sum();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use lopper_model::runtime::plan::{cache_path, plan_cached, PlanMode};
+use lopper_model::runtime::plan::{cache_path, PlanMode};
 use serde::Serialize;
 
 use super::model_io::load;
@@ -67,14 +67,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
     let loaded = load(&args.model)?;
     let m = &loaded.model;
-    let (plan, cached) = plan_cached(
-        &args.model,
-        m,
-        &loaded.digest,
-        args.batch,
-        args.threads,
-        PlanMode::Measured,
-    )?;
+    let (plan, cached) = loaded.plan(args.batch, args.threads, PlanMode::Measured)?;
     let mut layers = Vec::new();
     for node in &m.graph.nodes {
         let w = node

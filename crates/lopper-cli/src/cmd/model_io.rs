@@ -17,6 +17,26 @@ pub struct Loaded {
     pub file_bytes: u64,
 }
 
+impl Loaded {
+    /// The plan for `batch` and `threads`, from the cache next to the file or measured now
+    /// (and cached); `true` when it came from the cache.
+    pub fn plan(
+        &self,
+        batch: usize,
+        threads: usize,
+        mode: lopper_model::PlanMode,
+    ) -> anyhow::Result<(lopper_model::Plan, bool)> {
+        Ok(lopper_model::runtime::plan_cached(
+            &self.path,
+            &self.model,
+            &self.digest,
+            batch,
+            threads,
+            mode,
+        )?)
+    }
+}
+
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let limit = lopper_model::file::max_file_bytes();
     let size = std::fs::metadata(path)

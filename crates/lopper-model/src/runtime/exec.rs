@@ -601,13 +601,8 @@ impl Matmul {
         }
     }
 
-    fn run(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
+    pub(crate) fn run(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
         self.run_width(x, self.n, y)
-    }
-
-    /// [`Matmul::run`] for the planner's timing.
-    pub(crate) fn run_public(&self, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
-        self.run(x, y)
     }
 
     fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {

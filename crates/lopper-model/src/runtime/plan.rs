@@ -232,7 +232,7 @@ fn candidate_kinds(w: &WeightMatrix, mode: PlanMode) -> Vec<(FormatKind, Dtype)>
 
 /// Deterministic pseudo-random activations in `[-1, 1)` (the kernels' speed does not depend on
 /// the values, but denormals and zeros would distort it).
-fn activations(len: usize) -> Vec<f32> {
+pub fn activations(len: usize) -> Vec<f32> {
     let mut s: u32 = 0x9e37_79b9;
     (0..len)
         .map(|_| {
@@ -456,7 +456,7 @@ fn conv_geometry(model: &Model, node: &crate::graph::Node) -> Option<Window> {
     )
 }
 
-/// Median time of one whole convolution step (as the executor runs it) on `pool`.
+/// Median time of one whole convolution step (as the executor runs it) inside `pool`.
 fn measure_conv(
     mm: &Matmul,
     g: &Window,
@@ -465,22 +465,7 @@ fn measure_conv(
     pool: &rayon::ThreadPool,
     timing: &TimingOptions,
 ) -> Result<f64, ModelError> {
-    let (patches, tile) = conv_scratch(mm, g, batch);
-    let mut scratch = vec![0.0f32; patches];
-    let mut tile_out = vec![0.0f32; tile];
-    let mut y = vec![0.0f32; mm.w.rows() * g.oh * g.ow * batch];
-    // One checked run first: a failure is an error, not a timing.
-    pool.install(|| conv(mm, g, x, &mut y, batch, &mut scratch, &mut tile_out))?;
-    let t = pool.install(|| {
-        time_median(
-            |_| {
-                let _ = conv(mm, g, x, &mut y, batch, &mut scratch, &mut tile_out);
-            },
-            timing,
-        )
-    });
-    std::hint::black_box(&y);
-    Ok(t.median_ns)
+    pool.install(|| time_layer(mm, Some(g), x, batch, timing))
 }
 
 /// Median time of one layer as the executor calls it, from this thread (the pool hand-off of a
@@ -510,10 +495,10 @@ fn time_layer(
         }
         None => {
             let mut y = vec![0.0f32; rows * mm.n];
-            mm.run_public(x, &mut y)?;
+            mm.run(x, &mut y)?;
             let t = time_median(
                 |_| {
-                    let _ = mm.run_public(x, &mut y);
+                    let _ = mm.run(x, &mut y);
                 },
                 timing,
             );
