@@ -56,6 +56,9 @@ pub enum ModelError {
     },
     #[error("plan: {0}")]
     Plan(String),
+    /// A model configuration (Hugging Face `config.json`, pooling, tokenizer) lopper cannot run.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ModelError {

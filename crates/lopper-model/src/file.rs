@@ -142,6 +142,12 @@ impl Model {
                 supported: FORMAT_VERSION,
             });
         }
+        if meta.contains_key("bert") {
+            return Err(ModelError::NotLopper(
+                "this file holds a transformer encoder, not a graph model (use lopper embed)"
+                    .into(),
+            ));
+        }
         let graph_text = meta
             .get("graph")
             .ok_or_else(|| ModelError::NotLopper("__metadata__ has no graph".into()))?;
@@ -246,7 +252,7 @@ impl Model {
 /// the crate writes `__metadata__` from a `HashMap` in random order). Header keys are sorted
 /// (serde_json's map is a BTreeMap), tensors follow in the order given, and the header is padded
 /// with spaces to a multiple of 8 so the data buffer stays aligned.
-fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
+pub(crate) fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
     use serde_json::{json, Map, Value};
     let mut header = Map::new();
     let meta: Map<String, Value> = meta

@@ -1,9 +1,11 @@
 //! lopper's model layer: the graph IR ([`graph`]), the `.lop` file ([`file`], spec in
-//! `docs/format.md`), weight re-encoding ([`convert`]) and the sparse runtime ([`runtime`]).
+//! `docs/format.md`), weight re-encoding ([`convert`]), the sparse runtime ([`runtime`]) and
+//! BERT-family sentence encoders ([`bert`]: Hugging Face import, runtime, embeddings).
 //!
 //! Depends on `lopper-kernels` only, never on the training framework. Weight matrices are
 //! `[out, in]` everywhere in this crate (ONNX/PyTorch layout).
 
+pub mod bert;
 pub mod convert;
 pub mod delta;
 pub mod error;

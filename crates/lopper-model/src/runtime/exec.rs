@@ -609,7 +609,7 @@ impl Matmul {
         self.run_width(x, self.n, y)
     }
 
-    fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+    pub(crate) fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
         let MmKernel::Gemm(kernel) = self.kernel else {
             return Err(ModelError::Plan(format!(
                 "node '{}': {} is a convolution kernel",

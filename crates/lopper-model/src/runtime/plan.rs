@@ -205,7 +205,7 @@ pub(crate) fn product_width(model: &Model, node: &crate::graph::Node, batch: usi
     }
 }
 
-fn candidate_kinds(w: &WeightMatrix, mode: PlanMode) -> Vec<(FormatKind, Dtype)> {
+pub(crate) fn candidate_kinds(w: &WeightMatrix, mode: PlanMode) -> Vec<(FormatKind, Dtype)> {
     let csr = if w.cols() <= 1 << 16 {
         FormatKind::Csr16
     } else {

@@ -1,0 +1,236 @@
+//! The non-Linear operations of a BERT encoder, on feature-major activations `[features, T]`
+//! where `T` is the number of tokens of all sequences packed back to back (no padding: sequence
+//! `b` owns tokens `offsets[b]..offsets[b + 1]`). Packing means padding can never leak into a
+//! result, and a batch costs only its real tokens.
+
+/// `x[h, t] = word[id_t, h] + position[s_t, h] + token_type[0, h]`, with `s_t` the position of
+/// token `t` inside its sequence. Ids must be below the vocabulary size (checked by the caller).
+pub fn embed(
+    word: &[f32],
+    position: &[f32],
+    token_type: &[f32],
+    hidden: usize,
+    ids: &[u32],
+    offsets: &[usize],
+    x: &mut [f32],
+) {
+    let t_all = ids.len();
+    for w in offsets.windows(2) {
+        for (s, t) in (w[0]..w[1]).enumerate() {
+            let id = ids[t] as usize;
+            let wr = &word[id * hidden..(id + 1) * hidden];
+            let pr = &position[s * hidden..(s + 1) * hidden];
+            for h in 0..hidden {
+                x[h * t_all + t] = wr[h] + pr[h] + token_type[h];
+            }
+        }
+    }
+}
+
+/// LayerNorm over the features of each token, in place: `x = (x - mean) / sqrt(var + eps) * g + b`
+/// (biased variance, as PyTorch). `mean` and `rstd` are scratch of length `T`.
+pub fn layer_norm(
+    x: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    t_all: usize,
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let hidden = gamma.len();
+    mean[..t_all].fill(0.0);
+    rstd[..t_all].fill(0.0);
+    // Rows are contiguous over tokens, so each pass vectorises across tokens.
+    for row in x.chunks_exact(t_all) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    let inv = 1.0 / hidden as f32;
+    for m in mean[..t_all].iter_mut() {
+        *m *= inv;
+    }
+    for row in x.chunks_exact(t_all) {
+        for ((s, v), m) in rstd.iter_mut().zip(row).zip(mean.iter()) {
+            let d = v - m;
+            *s += d * d;
+        }
+    }
+    for s in rstd[..t_all].iter_mut() {
+        *s = 1.0 / (*s * inv + eps).sqrt();
+    }
+    for (h, row) in x.chunks_exact_mut(t_all).enumerate() {
+        let (g, b) = (gamma[h], beta[h]);
+        for ((v, m), r) in row.iter_mut().zip(mean.iter()).zip(rstd.iter()) {
+            *v = (*v - m) * r * g + b;
+        }
+    }
+}
+
+/// GELU in its exact erf form (BERT's `hidden_act = "gelu"`), in place.
+pub fn gelu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// `y += x`.
+pub fn add_into(y: &mut [f32], x: &[f32]) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// Scratch an [`attention`] call needs for its longest sequence.
+pub fn attention_scratch(max_len: usize, head_dim: usize) -> usize {
+    max_len * max_len + 2 * max_len * head_dim
+}
+
+/// Multi-head self-attention without masks (sequences are packed, so every key of a sequence is
+/// a real token): for each sequence and head, `ctx = softmax(Q Kᵀ / sqrt(d)) V`. `q`, `k`, `v`
+/// and `ctx` are `[hidden, T]`; heads are consecutive groups of `head_dim` feature rows.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    head_dim: usize,
+    offsets: &[usize],
+    ctx: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let t_all = *offsets.last().unwrap_or(&0);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    for w in offsets.windows(2) {
+        let (base, len) = (w[0], w[1] - w[0]);
+        if len == 0 {
+            continue;
+        }
+        let (scores, rest) = scratch.split_at_mut(len * len);
+        let (vt, acc) = rest.split_at_mut(len * head_dim);
+        let acc = &mut acc[..head_dim];
+        for hd in 0..heads {
+            let rows = hd * head_dim..(hd + 1) * head_dim;
+            let scores = &mut scores[..len * len];
+            scores.fill(0.0);
+            for d in rows.clone() {
+                let qr = &q[d * t_all + base..d * t_all + base + len];
+                let kr = &k[d * t_all + base..d * t_all + base + len];
+                for (i, &qi) in qr.iter().enumerate() {
+                    let qi = qi * scale;
+                    for (s, &kj) in scores[i * len..(i + 1) * len].iter_mut().zip(kr) {
+                        *s += qi * kj;
+                    }
+                }
+            }
+            for row in scores.chunks_exact_mut(len) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                for s in row.iter_mut() {
+                    *s *= inv;
+                }
+            }
+            // Vᵀ `[len, head_dim]`, so the weighted sum over keys runs along contiguous rows.
+            for (dd, d) in rows.clone().enumerate() {
+                let vr = &v[d * t_all + base..d * t_all + base + len];
+                for (j, &x) in vr.iter().enumerate() {
+                    vt[j * head_dim + dd] = x;
+                }
+            }
+            for i in 0..len {
+                acc.fill(0.0);
+                for (j, &p) in scores[i * len..(i + 1) * len].iter().enumerate() {
+                    for (a, &x) in acc.iter_mut().zip(&vt[j * head_dim..(j + 1) * head_dim]) {
+                        *a += p * x;
+                    }
+                }
+                for (dd, d) in rows.clone().enumerate() {
+                    ctx[d * t_all + base + i] = acc[dd];
+                }
+            }
+        }
+    }
+}
+
+/// Pools `[hidden, T]` into `[B, hidden]` (example-major, as users read it).
+pub fn pool(x: &[f32], hidden: usize, offsets: &[usize], cls: bool, out: &mut [f32]) {
+    let t_all = *offsets.last().unwrap_or(&0);
+    for (b, w) in offsets.windows(2).enumerate() {
+        let o = &mut out[b * hidden..(b + 1) * hidden];
+        for (h, slot) in o.iter_mut().enumerate() {
+            let row = &x[h * t_all..(h + 1) * t_all];
+            *slot = if cls {
+                row[w[0]]
+            } else {
+                let len = (w[1] - w[0]).max(1);
+                row[w[0]..w[1]].iter().sum::<f32>() / len as f32
+            };
+        }
+    }
+}
+
+/// L2-normalises each row of `[B, hidden]` (sentence-transformers' `Normalize`, eps 1e-12).
+pub fn l2_normalize(out: &mut [f32], hidden: usize) {
+    for row in out.chunks_exact_mut(hidden) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        for v in row.iter_mut() {
+            *v /= n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_norm_matches_definition() {
+        // 3 features, 2 tokens, feature-major.
+        let mut x = vec![1.0, 4.0, 2.0, 4.0, 3.0, 10.0];
+        let (mut m, mut r) = (vec![0.0; 2], vec![0.0; 2]);
+        layer_norm(
+            &mut x,
+            &[1.0, 1.0, 2.0],
+            &[0.0, 0.0, 1.0],
+            0.0,
+            2,
+            &mut m,
+            &mut r,
+        );
+        let s = (2.0f32 / 3.0).sqrt();
+        assert!((x[0] + 1.0 / s).abs() < 1e-5 && (x[2]).abs() < 1e-5);
+        assert!((x[4] - (2.0 / s + 1.0)).abs() < 1e-5);
+        // Token 1: [4, 4, 10], mean 6, var 8.
+        assert!((x[1] + 2.0 / 8f32.sqrt()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn gelu_values() {
+        let mut x = vec![0.0, 1.0, -1.0, 3.0];
+        gelu(&mut x);
+        for (g, want) in x.iter().zip([0.0, 0.841_344_8, -0.158_655_26, 2.995_950_3]) {
+            assert!((g - want).abs() < 1e-6, "{g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn attention_of_identical_keys_averages_values() {
+        // One head of dim 1, one sequence of 3 tokens with equal keys: uniform weights.
+        let q = vec![1.0, 2.0, 3.0];
+        let k = vec![0.5, 0.5, 0.5];
+        let v = vec![1.0, 2.0, 6.0];
+        let mut ctx = vec![0.0; 3];
+        let mut s = vec![0.0; attention_scratch(3, 1)];
+        attention(&q, &k, &v, 1, 1, &[0, 3], &mut ctx, &mut s);
+        for c in ctx {
+            assert!((c - 3.0).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Running an encoder: tokenization, a per-Linear plan (format and kernel chosen by measuring
+//! every candidate at the run's token width, as the graph planner does), and the forward pass.
+//! Attention matmuls stay dense; every Linear runs on its planned kernel.
+//!
+//! Sequences are packed without padding (see [`super::ops`]), so a sentence's embedding does not
+//! depend on the other sentences of its batch.
+
+use std::ops::ControlFlow;
+
+use lopper_kernels::bench::measure_kernel;
+use lopper_kernels::{registry, Dtype, FormatKind, Isa};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::{ops, Bert, Pooling};
+use crate::convert::encode_as;
+use crate::error::ModelError;
+use crate::runtime::exec::{Matmul, MmKernel};
+use crate::runtime::plan::{activations, candidate_kinds, parse_kind, planner_timing, PlanMode};
+use crate::runtime::pools::shared_pool;
+
+pub(crate) fn parse_tokenizer(json: &str) -> Result<Tokenizer, ModelError> {
+    let mut t: Tokenizer = json
+        .parse()
+        .map_err(|e| ModelError::Config(format!("tokenizer.json does not parse: {e}")))?;
+    // lopper packs sequences itself, so the file's fixed padding would add fake tokens; and it
+    // truncates to the model's `max_seq_len` (sentence-transformers' limit), not the file's.
+    t.with_padding(None);
+    t.with_truncation(None)
+        .map_err(|e| ModelError::Config(format!("tokenizer.json: {e}")))?;
+    Ok(t)
+}
+
+/// Token ids of a batch of texts, packed: text `b` is `ids[offsets[b]..offsets[b + 1]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<usize>,
+}
+
+impl Encoded {
+    pub fn batch(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn max_len(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+    }
+    /// `batch` copies of one sequence of `len` ids (benchmarks: fixed-length inputs).
+    pub fn synthetic(batch: usize, len: usize, vocab: usize) -> Self {
+        let ids = (0..batch * len)
+            .map(|i| (1000 + (i * 7919) % (vocab.max(1001) - 1000)) as u32)
+            .collect();
+        Encoded {
+            ids,
+            offsets: (0..=batch).map(|b| b * len).collect(),
+        }
+    }
+}
+
+/// The kernel chosen for one Linear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearChoice {
+    pub name: String,
+    pub format: String,
+    pub dtype: String,
+    pub kernel: String,
+    pub ns: f64,
+    /// Every candidate measured: `(format, kernel, ns)`.
+    pub candidates: Vec<(String, String, f64)>,
+}
+
+/// A plan for one token width and thread count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertPlan {
+    pub tokens: usize,
+    pub threads: usize,
+    pub isa: String,
+    pub layers: Vec<LinearChoice>,
+}
+
+impl BertPlan {
+    /// Measures every candidate format and kernel of every Linear at `tokens` columns
+    /// (`Measured`), or keeps each stored format with its preferred kernel (`Stored`, also the
+    /// dense baseline when the model is dense).
+    pub fn make(
+        bert: &Bert,
+        tokens: usize,
+        threads: usize,
+        mode: PlanMode,
+    ) -> Result<Self, ModelError> {
+        if tokens == 0 || threads == 0 {
+            return Err(ModelError::Plan(
+                "tokens and threads must be at least 1".into(),
+            ));
+        }
+        let isa = Isa::selected();
+        let pool = shared_pool(threads)?;
+        let timing = planner_timing();
+        let mut layers = Vec::new();
+        for (name, lin) in bert.linears() {
+            let stored = &lin.w;
+            let x = activations(stored.cols() * tokens);
+            let mut best: Option<LinearChoice> = None;
+            let mut candidates = Vec::new();
+            for (kind, dtype) in candidate_kinds(stored, mode) {
+                let Ok(w) = (if kind == stored.kind() && dtype == stored.dtype() {
+                    Ok(stored.clone())
+                } else {
+                    encode_as(&name, stored, kind, dtype)
+                }) else {
+                    continue;
+                };
+                let kernels: Vec<_> = registry::candidates(&w, tokens, isa).collect();
+                let kernels = if mode == PlanMode::Measured {
+                    kernels
+                } else {
+                    kernels.into_iter().take(1).collect()
+                };
+                for k in kernels {
+                    let ns = if mode == PlanMode::Measured {
+                        measure_kernel(k, std::slice::from_ref(&w), &x, tokens, &pool, &timing)
+                            .map_err(|source| ModelError::Kernel {
+                                node: name.clone(),
+                                source,
+                            })?
+                            .median_ns
+                    } else {
+                        0.0
+                    };
+                    candidates.push((kind.name(), k.name.to_string(), ns));
+                    if best.as_ref().is_none_or(|b| ns < b.ns) {
+                        best = Some(LinearChoice {
+                            name: name.clone(),
+                            format: kind.name(),
+                            dtype: dtype.name().to_string(),
+                            kernel: k.name.to_string(),
+                            ns,
+                            candidates: Vec::new(),
+                        });
+                    }
+                }
+            }
+            let mut choice = best
+                .ok_or_else(|| ModelError::Plan(format!("{name}: no kernel runs this weight")))?;
+            choice.candidates = candidates;
+            layers.push(choice);
+        }
+        Ok(BertPlan {
+            tokens,
+            threads,
+            isa: isa.name().to_string(),
+            layers,
+        })
+    }
+}
+
+/// An encoder compiled for one plan: Linear weights in their planned formats, and scratch
+/// buffers that grow to the largest batch seen and are then reused.
+pub struct BertRunner {
+    bert: Bert,
+    tokenizer: Tokenizer,
+    /// Six per block, in [`super::LINEAR_SUFFIXES`] order.
+    linears: Vec<Matmul>,
+    ws: Workspace,
+}
+
+#[derive(Default)]
+struct Workspace {
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    ffn: Vec<f32>,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    att: Vec<f32>,
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
+/// Which Linear a calibration hook sees: block index and position in
+/// [`super::LINEAR_SUFFIXES`]. Query, key and value share one input, reported once as index 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearSite {
+    pub layer: usize,
+    pub index: usize,
+}
+
+impl BertRunner {
+    pub fn new(bert: Bert, plan: &BertPlan) -> Result<Self, ModelError> {
+        let names = bert.linears();
+        if plan.layers.len() != names.len() {
+            return Err(ModelError::Plan(format!(
+                "the plan has {} Linear layers, the model {}",
+                plan.layers.len(),
+                names.len()
+            )));
+        }
+        let mut linears = Vec::with_capacity(names.len());
+        for ((name, lin), choice) in names.iter().zip(&plan.layers) {
+            let err = |m: String| ModelError::Plan(format!("{name}: {m}"));
+            if &choice.name != name {
+                return Err(err(format!("the plan names '{}' here", choice.name)));
+            }
+            let kind: FormatKind = parse_kind(&choice.format)
+                .ok_or_else(|| err(format!("unknown format '{}'", choice.format)))?;
+            let dtype = match choice.dtype.as_str() {
+                "f32" => Dtype::F32,
+                "i8" => Dtype::I8,
+                d => return Err(err(format!("unknown dtype '{d}'"))),
+            };
+            let w = if kind == lin.w.kind() && dtype == lin.w.dtype() {
+                lin.w.clone()
+            } else {
+                encode_as(name, &lin.w, kind, dtype)?
+            };
+            let kernel = registry::by_name(&choice.kernel)
+                .ok_or_else(|| err(format!("unknown kernel '{}'", choice.kernel)))?;
+            linears.push(Matmul::new(
+                name,
+                w,
+                MmKernel::Gemm(kernel),
+                plan.threads.max(1),
+                Some(lin.bias.clone()),
+                plan.tokens,
+            )?);
+        }
+        let tokenizer = parse_tokenizer(&bert.tokenizer_json)?;
+        Ok(Self {
+            bert,
+            tokenizer,
+            linears,
+            ws: Workspace::default(),
+        })
+    }
+
+    pub fn bert(&self) -> &Bert {
+        &self.bert
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.bert.config.hidden_size
+    }
+
+    /// Tokenizes `texts` (special tokens added, truncated to the model's `max_seq_len`).
+    pub fn encode(&self, texts: &[&str]) -> Result<Encoded, ModelError> {
+        let mut ids = Vec::new();
+        let mut offsets = vec![0];
+        let max = self.bert.max_seq_len;
+        for t in texts {
+            let e = self
+                .tokenizer
+                .encode(*t, true)
+                .map_err(|e| ModelError::Config(format!("tokenizer: {e}")))?;
+            let mut v = e.get_ids().to_vec();
+            if v.len() > max {
+                // Keep [CLS] ... and the final [SEP], as the tokenizer's own truncation does.
+                let last = *v.last().unwrap_or(&0);
+                v.truncate(max - 1);
+                v.push(last);
+            }
+            ids.extend_from_slice(&v);
+            offsets.push(ids.len());
+        }
+        Ok(Encoded { ids, offsets })
+    }
+
+    /// Mean- or CLS-pooled vectors `[B, hidden]`, before any normalisation.
+    pub fn pooled(&mut self, enc: &Encoded) -> Result<Vec<f32>, ModelError> {
+        let mut out = vec![0.0; enc.batch() * self.hidden()];
+        self.forward(enc, &mut out, &mut |_, _, _| ControlFlow::Continue(()))?;
+        Ok(out)
+    }
+
+    /// Sentence embeddings `[B, hidden]`: pooled, then L2-normalised if the model says so.
+    pub fn embed(&mut self, enc: &Encoded) -> Result<Vec<f32>, ModelError> {
+        let mut out = self.pooled(enc)?;
+        if self.bert.normalize {
+            ops::l2_normalize(&mut out, self.hidden());
+        }
+        Ok(out)
+    }
+
+    /// The forward pass. Before each Linear group runs, `hook` sees its site and its input
+    /// `[in, T]`; returning `Break` stops the pass there (calibration needs no more).
+    pub fn forward(
+        &mut self,
+        enc: &Encoded,
+        out: &mut [f32],
+        hook: &mut dyn FnMut(LinearSite, &[f32], usize) -> ControlFlow<()>,
+    ) -> Result<(), ModelError> {
+        let c = &self.bert.config;
+        let (h, f, t) = (c.hidden_size, c.intermediate_size, enc.tokens());
+        if enc.offsets.first() != Some(&0) || enc.offsets.last() != Some(&t) {
+            return Err(ModelError::Plan(
+                "token offsets do not cover the ids".into(),
+            ));
+        }
+        if let Some(bad) = enc.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
+            return Err(ModelError::Plan(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        let max_len = enc.max_len();
+        if max_len > c.max_position_embeddings {
+            return Err(ModelError::Plan(format!(
+                "a sequence of {max_len} tokens is longer than the {} positions",
+                c.max_position_embeddings
+            )));
+        }
+        let ws = &mut self.ws;
+        for buf in [
+            &mut ws.x,
+            &mut ws.q,
+            &mut ws.k,
+            &mut ws.v,
+            &mut ws.ctx,
+            &mut ws.tmp,
+        ] {
+            grow(buf, h * t);
+        }
+        grow(&mut ws.ffn, f * t);
+        grow(&mut ws.mean, t);
+        grow(&mut ws.rstd, t);
+        grow(&mut ws.att, ops::attention_scratch(max_len, c.head_dim()));
+        let b = &self.bert;
+        ops::embed(
+            &b.word,
+            &b.position,
+            &b.token_type,
+            h,
+            &enc.ids,
+            &enc.offsets,
+            &mut ws.x[..h * t],
+        );
+        let eps = c.layer_norm_eps;
+        ops::layer_norm(
+            &mut ws.x[..h * t],
+            &b.emb_ln.gamma,
+            &b.emb_ln.beta,
+            eps,
+            t,
+            &mut ws.mean,
+            &mut ws.rstd,
+        );
+        for (li, layer) in b.layers.iter().enumerate() {
+            let mm = &self.linears[li * 6..li * 6 + 6];
+            let site = |index| LinearSite { layer: li, index };
+            let x = &ws.x[..h * t];
+            if hook(site(0), x, t).is_break() {
+                return Ok(());
+            }
+            mm[0].run_width(x, t, &mut ws.q[..h * t])?;
+            mm[1].run_width(x, t, &mut ws.k[..h * t])?;
+            mm[2].run_width(x, t, &mut ws.v[..h * t])?;
+            ops::attention(
+                &ws.q[..h * t],
+                &ws.k[..h * t],
+                &ws.v[..h * t],
+                c.num_attention_heads,
+                c.head_dim(),
+                &enc.offsets,
+                &mut ws.ctx[..h * t],
+                &mut ws.att,
+            );
+            if hook(site(3), &ws.ctx[..h * t], t).is_break() {
+                return Ok(());
+            }
+            mm[3].run_width(&ws.ctx[..h * t], t, &mut ws.tmp[..h * t])?;
+            ops::add_into(&mut ws.x[..h * t], &ws.tmp[..h * t]);
+            ops::layer_norm(
+                &mut ws.x[..h * t],
+                &layer.attn_ln.gamma,
+                &layer.attn_ln.beta,
+                eps,
+                t,
+                &mut ws.mean,
+                &mut ws.rstd,
+            );
+            if hook(site(4), &ws.x[..h * t], t).is_break() {
+                return Ok(());
+            }
+            mm[4].run_width(&ws.x[..h * t], t, &mut ws.ffn[..f * t])?;
+            ops::gelu(&mut ws.ffn[..f * t]);
+            if hook(site(5), &ws.ffn[..f * t], t).is_break() {
+                return Ok(());
+            }
+            mm[5].run_width(&ws.ffn[..f * t], t, &mut ws.tmp[..h * t])?;
+            ops::add_into(&mut ws.x[..h * t], &ws.tmp[..h * t]);
+            ops::layer_norm(
+                &mut ws.x[..h * t],
+                &layer.out_ln.gamma,
+                &layer.out_ln.beta,
+                eps,
+                t,
+                &mut ws.mean,
+                &mut ws.rstd,
+            );
+        }
+        ops::pool(
+            &ws.x[..h * t],
+            h,
+            &enc.offsets,
+            b.pooling == Pooling::Cls,
+            out,
+        );
+        Ok(())
+    }
+}
