@@ -13,7 +13,7 @@ from pathlib import Path
 SOURCES = ["wisdom", "science", "literature", "people", "fortunes"]
 ROOT = Path("/usr/share/games/fortunes")
 SEED = 20261128
-N_CALIB, N_EVAL = 256, 128
+N_CALIB, N_EVAL = 1024, 128
 
 
 def quotes(path):
@@ -39,8 +39,9 @@ def main():
         sys.exit(f"only {len(pool)} sentences found under {ROOT}")
     out = Path(__file__).resolve().parent.parent / "data" / "sentences"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calib.txt").write_text("\n".join(pool[:N_CALIB]) + "\n")
-    (out / "eval.txt").write_text("\n".join(pool[N_CALIB:N_CALIB + N_EVAL]) + "\n")
+    # Evaluation first, so a larger calibration set never changes the held-out sentences.
+    (out / "eval.txt").write_text("\n".join(pool[:N_EVAL]) + "\n")
+    (out / "calib.txt").write_text("\n".join(pool[N_EVAL:N_EVAL + N_CALIB]) + "\n")
     print(f"{len(pool)} sentences; wrote {N_CALIB} to calib.txt and {N_EVAL} to eval.txt in {out}")
 
 

@@ -43,6 +43,10 @@ enum Command {
     Run(cmd::run_model::RunArgs),
     /// Per-layer op, shape, format, density, bytes and planned kernel of a .lop model.
     Inspect(cmd::inspect::InspectArgs),
+    /// Sentence embeddings from a Hugging Face BERT-family folder or an encoder .lop.
+    Embed(cmd::embed::EmbedArgs),
+    /// One-shot pruning of a pretrained encoder (magnitude, Wanda, SparseGPT; N:M) to a .lop.
+    Prune(cmd::prune::PruneArgs),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -57,6 +61,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Run(args) => cmd::run_model::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Embed(args) => cmd::embed::run(args),
+        Command::Prune(args) => cmd::prune::run(args),
     }
 }
 

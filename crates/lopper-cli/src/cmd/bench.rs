@@ -1,5 +1,5 @@
 //! `lopper bench TARGET`: `kernels` benchmarks the sparse kernels; a `.lop` path benchmarks that
-//! model sparse against its densified twin (see `bench_model`).
+//! model sparse against its densified twin (see `bench_model`, and `bench_bert` for encoders).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Model files: also print the time of each step of the planned run (to stderr).
     #[arg(long)]
     pub profile: bool,
+    /// Transformer encoders: tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
     /// Also write the JSON records to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -46,6 +49,13 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.target.as_str() {
         "kernels" => super::bench_kernels::run(&args),
-        path => super::bench_model::run(std::path::Path::new(path), &args),
+        path => {
+            let path = std::path::Path::new(path);
+            if lopper_model::bert::file::sniff(path)? {
+                super::bench_bert::run(path, &args)
+            } else {
+                super::bench_model::run(path, &args)
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod runtime;
 use lopper_kernels::WeightMatrix;
 
 pub use config::{BertConfig, Pooling};
-pub use runtime::{BertPlan, BertRunner, Encoded};
+pub use runtime::{BertPlan, BertRunner, Encoded, LinearChoice, LinearSite};
 
 use crate::error::ModelError;
 

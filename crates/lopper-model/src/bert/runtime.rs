@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 
 use lopper_kernels::bench::measure_kernel;
 use lopper_kernels::{registry, Dtype, FormatKind, Isa};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -103,10 +104,12 @@ impl BertPlan {
         let isa = Isa::selected();
         let pool = shared_pool(threads)?;
         let timing = planner_timing();
+        // Linears run in column tiles, so they are measured at one tile's width.
+        let width = tokens.min(TOKEN_TILE);
         let mut layers = Vec::new();
         for (name, lin) in bert.linears() {
             let stored = &lin.w;
-            let x = activations(stored.cols() * tokens);
+            let x = activations(stored.cols() * width);
             let mut best: Option<LinearChoice> = None;
             let mut candidates = Vec::new();
             for (kind, dtype) in candidate_kinds(stored, mode) {
@@ -117,15 +120,19 @@ impl BertPlan {
                 }) else {
                     continue;
                 };
-                let kernels: Vec<_> = registry::candidates(&w, tokens, isa).collect();
-                let kernels = if mode == PlanMode::Measured {
+                // Per format, only kernels of the best ISA that has one: a portable kernel
+                // never beats its AVX twin, and measuring it would double the planning time.
+                let all: Vec<_> = registry::candidates(&w, width, isa).collect();
+                let top = all.iter().map(|k| k.isa).max();
+                let kernels: Vec<_> = all.into_iter().filter(|k| Some(k.isa) == top).collect();
+                let kernels = if mode != PlanMode::Stored {
                     kernels
                 } else {
                     kernels.into_iter().take(1).collect()
                 };
                 for k in kernels {
-                    let ns = if mode == PlanMode::Measured {
-                        measure_kernel(k, std::slice::from_ref(&w), &x, tokens, &pool, &timing)
+                    let ns = if mode != PlanMode::Stored {
+                        measure_kernel(k, std::slice::from_ref(&w), &x, width, &pool, &timing)
                             .map_err(|source| ModelError::Kernel {
                                 node: name.clone(),
                                 source,
@@ -168,8 +175,22 @@ pub struct BertRunner {
     tokenizer: Tokenizer,
     /// Six per block, in [`super::LINEAR_SUFFIXES`] order.
     linears: Vec<Matmul>,
+    /// The shared pool attention heads split over, with more than one thread.
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
     ws: Workspace,
+    /// Accumulated nanoseconds per [`PROFILE_STEPS`] entry while profiling.
+    profile_ns: Option<[f64; 6]>,
 }
+
+/// The step kinds [`BertRunner::profile`] reports.
+pub const PROFILE_STEPS: [&str; 6] = [
+    "embed",
+    "linear",
+    "attention",
+    "layernorm",
+    "gelu+add",
+    "pool",
+];
 
 #[derive(Default)]
 struct Workspace {
@@ -183,6 +204,42 @@ struct Workspace {
     mean: Vec<f32>,
     rstd: Vec<f32>,
     att: Vec<f32>,
+    /// One column tile of a Linear's input and output (see [`TOKEN_TILE`]).
+    tile_x: Vec<f32>,
+    tile_y: Vec<f32>,
+}
+
+/// Tokens per Linear call. A wider product streams its `[in, T]` input from memory once per
+/// nonzero row instead of from L2 (1536 features x 128 tokens is 768 KiB), so wider batches run
+/// in column tiles of this many tokens, copied to and from contiguous scratch.
+pub const TOKEN_TILE: usize = 128;
+
+/// `y = W x + b` for `x: [in, t]`, `y: [out, t]`, in column tiles of [`TOKEN_TILE`] tokens.
+fn linear(
+    mm: &Matmul,
+    x: &[f32],
+    t: usize,
+    y: &mut [f32],
+    tx: &mut Vec<f32>,
+    ty: &mut Vec<f32>,
+) -> Result<(), ModelError> {
+    if t <= TOKEN_TILE {
+        return mm.run_width(x, t, y);
+    }
+    let (rows, cols) = (mm.w.rows(), mm.w.cols());
+    grow(tx, cols * TOKEN_TILE);
+    grow(ty, rows * TOKEN_TILE);
+    for c0 in (0..t).step_by(TOKEN_TILE) {
+        let w = TOKEN_TILE.min(t - c0);
+        for (dst, src) in tx.chunks_exact_mut(w).zip(x.chunks_exact(t)) {
+            dst.copy_from_slice(&src[c0..c0 + w]);
+        }
+        mm.run_width(&tx[..cols * w], w, &mut ty[..rows * w])?;
+        for (src, dst) in ty.chunks_exact(w).zip(y.chunks_exact_mut(t)) {
+            dst[c0..c0 + w].copy_from_slice(src);
+        }
+    }
+    Ok(())
 }
 
 fn grow(v: &mut Vec<f32>, len: usize) {
@@ -190,6 +247,9 @@ fn grow(v: &mut Vec<f32>, len: usize) {
         v.resize(len, 0.0);
     }
 }
+
+/// Sees each Linear site's input `[in, T]` (with `T`) before it runs; `Break` ends the pass.
+pub type CalibrationHook<'a> = dyn FnMut(LinearSite, &[f32], usize) -> ControlFlow<()> + 'a;
 
 /// Which Linear a calibration hook sees: block index and position in
 /// [`super::LINEAR_SUFFIXES`]. Query, key and value share one input, reported once as index 0.
@@ -243,8 +303,33 @@ impl BertRunner {
             bert,
             tokenizer,
             linears,
+            pool: if plan.threads > 1 {
+                Some(shared_pool(plan.threads)?)
+            } else {
+                None
+            },
             ws: Workspace::default(),
+            profile_ns: None,
         })
+    }
+
+    /// Mean nanoseconds per step kind over `iters` forward passes of `enc`.
+    pub fn profile(
+        &mut self,
+        enc: &Encoded,
+        iters: usize,
+    ) -> Result<Vec<(&'static str, f64)>, ModelError> {
+        let mut out = vec![0.0; enc.batch() * self.hidden()];
+        self.profile_ns = Some([0.0; 6]);
+        for _ in 0..iters.max(1) {
+            self.forward(enc, &mut out, &mut |_, _, _| ControlFlow::Continue(()))?;
+        }
+        let ns = self.profile_ns.take().unwrap_or_default();
+        Ok(PROFILE_STEPS
+            .iter()
+            .zip(ns)
+            .map(|(k, v)| (*k, v / iters.max(1) as f64))
+            .collect())
     }
 
     pub fn bert(&self) -> &Bert {
@@ -300,7 +385,7 @@ impl BertRunner {
         &mut self,
         enc: &Encoded,
         out: &mut [f32],
-        hook: &mut dyn FnMut(LinearSite, &[f32], usize) -> ControlFlow<()>,
+        hook: &mut CalibrationHook<'_>,
     ) -> Result<(), ModelError> {
         let c = &self.bert.config;
         let (h, f, t) = (c.hidden_size, c.intermediate_size, enc.tokens());
@@ -322,6 +407,17 @@ impl BertRunner {
                 c.max_position_embeddings
             )));
         }
+        let profiling = self.profile_ns.is_some();
+        let mut prof = [0.0f64; 6];
+        let mut clock = std::time::Instant::now();
+        // Charges the time since the last call to step kind `k` (only while profiling).
+        let mut tick = |k: usize| {
+            if profiling {
+                let now = std::time::Instant::now();
+                prof[k] += (now - clock).as_nanos() as f64;
+                clock = now;
+            }
+        };
         let ws = &mut self.ws;
         for buf in [
             &mut ws.x,
@@ -336,7 +432,8 @@ impl BertRunner {
         grow(&mut ws.ffn, f * t);
         grow(&mut ws.mean, t);
         grow(&mut ws.rstd, t);
-        grow(&mut ws.att, ops::attention_scratch(max_len, c.head_dim()));
+        let att_len = ops::attention_scratch(max_len).max(1);
+        grow(&mut ws.att, att_len * c.num_attention_heads);
         let b = &self.bert;
         ops::embed(
             &b.word,
@@ -347,6 +444,7 @@ impl BertRunner {
             &enc.offsets,
             &mut ws.x[..h * t],
         );
+        tick(0);
         let eps = c.layer_norm_eps;
         ops::layer_norm(
             &mut ws.x[..h * t],
@@ -357,6 +455,7 @@ impl BertRunner {
             &mut ws.mean,
             &mut ws.rstd,
         );
+        tick(3);
         for (li, layer) in b.layers.iter().enumerate() {
             let mm = &self.linears[li * 6..li * 6 + 6];
             let site = |index| LinearSite { layer: li, index };
@@ -364,24 +463,69 @@ impl BertRunner {
             if hook(site(0), x, t).is_break() {
                 return Ok(());
             }
-            mm[0].run_width(x, t, &mut ws.q[..h * t])?;
-            mm[1].run_width(x, t, &mut ws.k[..h * t])?;
-            mm[2].run_width(x, t, &mut ws.v[..h * t])?;
-            ops::attention(
-                &ws.q[..h * t],
-                &ws.k[..h * t],
-                &ws.v[..h * t],
-                c.num_attention_heads,
-                c.head_dim(),
-                &enc.offsets,
-                &mut ws.ctx[..h * t],
-                &mut ws.att,
-            );
+            linear(
+                &mm[0],
+                x,
+                t,
+                &mut ws.q[..h * t],
+                &mut ws.tile_x,
+                &mut ws.tile_y,
+            )?;
+            linear(
+                &mm[1],
+                x,
+                t,
+                &mut ws.k[..h * t],
+                &mut ws.tile_x,
+                &mut ws.tile_y,
+            )?;
+            linear(
+                &mm[2],
+                x,
+                t,
+                &mut ws.v[..h * t],
+                &mut ws.tile_x,
+                &mut ws.tile_y,
+            )?;
+            tick(1);
+            let (hq, hk, hv) = (&ws.q[..h * t], &ws.k[..h * t], &ws.v[..h * t]);
+            let dh = c.head_dim();
+            let heads = ws.ctx[..h * t]
+                .chunks_mut(dh * t)
+                .zip(ws.att.chunks_mut(att_len));
+            let run_head = |(hd, (ctx, scores)): (usize, (&mut [f32], &mut [f32]))| {
+                ops::attention_head(hq, hk, hv, hd, dh, &enc.offsets, ctx, scores)
+            };
+            let r: Result<(), lopper_kernels::KernelError> = match &self.pool {
+                // Heads own disjoint rows of ctx, so they split over threads as they are.
+                Some(p) => p.install(|| {
+                    heads
+                        .enumerate()
+                        .collect::<Vec<_>>()
+                        .into_par_iter()
+                        .try_for_each(run_head)
+                }),
+                None => heads.enumerate().try_for_each(run_head),
+            };
+            r.map_err(|source| ModelError::Kernel {
+                node: format!("encoder.layer.{li}.attention"),
+                source,
+            })?;
+            tick(2);
             if hook(site(3), &ws.ctx[..h * t], t).is_break() {
                 return Ok(());
             }
-            mm[3].run_width(&ws.ctx[..h * t], t, &mut ws.tmp[..h * t])?;
+            linear(
+                &mm[3],
+                &ws.ctx[..h * t],
+                t,
+                &mut ws.tmp[..h * t],
+                &mut ws.tile_x,
+                &mut ws.tile_y,
+            )?;
+            tick(1);
             ops::add_into(&mut ws.x[..h * t], &ws.tmp[..h * t]);
+            tick(4);
             ops::layer_norm(
                 &mut ws.x[..h * t],
                 &layer.attn_ln.gamma,
@@ -391,16 +535,35 @@ impl BertRunner {
                 &mut ws.mean,
                 &mut ws.rstd,
             );
+            tick(3);
             if hook(site(4), &ws.x[..h * t], t).is_break() {
                 return Ok(());
             }
-            mm[4].run_width(&ws.x[..h * t], t, &mut ws.ffn[..f * t])?;
+            linear(
+                &mm[4],
+                &ws.x[..h * t],
+                t,
+                &mut ws.ffn[..f * t],
+                &mut ws.tile_x,
+                &mut ws.tile_y,
+            )?;
+            tick(1);
             ops::gelu(&mut ws.ffn[..f * t]);
+            tick(4);
             if hook(site(5), &ws.ffn[..f * t], t).is_break() {
                 return Ok(());
             }
-            mm[5].run_width(&ws.ffn[..f * t], t, &mut ws.tmp[..h * t])?;
+            linear(
+                &mm[5],
+                &ws.ffn[..f * t],
+                t,
+                &mut ws.tmp[..h * t],
+                &mut ws.tile_x,
+                &mut ws.tile_y,
+            )?;
+            tick(1);
             ops::add_into(&mut ws.x[..h * t], &ws.tmp[..h * t]);
+            tick(4);
             ops::layer_norm(
                 &mut ws.x[..h * t],
                 &layer.out_ln.gamma,
@@ -410,6 +573,7 @@ impl BertRunner {
                 &mut ws.mean,
                 &mut ws.rstd,
             );
+            tick(3);
         }
         ops::pool(
             &ws.x[..h * t],
@@ -418,6 +582,12 @@ impl BertRunner {
             b.pooling == Pooling::Cls,
             out,
         );
+        tick(5);
+        if let Some(p) = &mut self.profile_ns {
+            for (a, b) in p.iter_mut().zip(prof) {
+                *a += b;
+            }
+        }
         Ok(())
     }
 }

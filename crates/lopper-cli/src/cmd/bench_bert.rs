@@ -1,0 +1,195 @@
+//! `lopper bench ENCODER` (a BERT-family folder or encoder `.lop`): the encoder under its
+//! measured per-Linear plan against the same encoder densified on the dense kernels, in the same
+//! run, at each batch size (sequences of `--seq` tokens) and thread count. The two runners are
+//! timed in interleaved rounds (one forward pass each per round) and the medians compared, so
+//! machine noise hits both alike.
+
+use std::path::Path;
+use std::time::Instant;
+
+use lopper_kernels::{Dense, Dtype, WeightMatrix};
+use lopper_model::bert::file::load;
+use lopper_model::bert::{Bert, BertPlan, BertRunner, Encoded};
+use lopper_model::{PlanMode, StorageChoice};
+use serde::Serialize;
+
+use crate::util::{cpu_model, utc_date};
+
+#[derive(Debug, Serialize)]
+pub struct BertRecord {
+    pub model: String,
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: usize,
+    pub isa: String,
+    pub dense_ns: f64,
+    pub sparse_ns: f64,
+    pub speedup: f64,
+    /// Zero fraction of the encoder's Linear weights.
+    pub sparsity: f64,
+    pub file_bytes: u64,
+    pub dense_file_bytes: u64,
+    /// `format -> number of Linear layers` in the sparse plan.
+    pub sparse_plan: std::collections::BTreeMap<String, usize>,
+    pub rounds: usize,
+    pub cpu: String,
+    pub date: String,
+}
+
+fn densified(bert: &Bert) -> anyhow::Result<Bert> {
+    let mut d = bert.clone();
+    for layer in &mut d.layers {
+        for lin in layer.linears_mut() {
+            let dense: Dense = lin.w.to_dense();
+            lin.w = WeightMatrix::Dense(dense);
+        }
+    }
+    Ok(d)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let (bert, _) = load(path)?;
+    let batches = args.batch.clone().unwrap_or_else(|| vec![1, 8]);
+    let threads = args.threads.clone().unwrap_or_else(|| vec![1, 2]);
+    let seq = args.seq;
+    if batches.iter().chain(&threads).any(|&v| v == 0 || v > 4096) {
+        anyhow::bail!("--batch and --threads take values from 1 to 4096");
+    }
+    if seq < 2 || seq > bert.config.max_position_embeddings {
+        anyhow::bail!(
+            "--seq {seq} is outside 2..={} (the model's positions)",
+            bert.config.max_position_embeddings
+        );
+    }
+    let rounds = if args.quick { 7 } else { 21 };
+    let file_bytes = if path.is_dir() {
+        std::fs::metadata(path.join("model.safetensors"))?.len()
+    } else {
+        std::fs::metadata(path)?.len()
+    };
+    let dense = densified(&bert)?;
+    let dense_file_bytes = dense
+        .to_lop_bytes(StorageChoice::Dense, Dtype::F32, Default::default())?
+        .len() as u64;
+    let (total, nnz) = bert.linear_stats();
+    let sparsity = 1.0 - nnz as f64 / total.max(1) as f64;
+    eprintln!(
+        "lopper bench {}: encoder, {:.1} % sparse Linear weights | {} | isa {} | seq {seq} | {rounds} interleaved rounds, median",
+        path.display(),
+        100.0 * sparsity,
+        cpu_model(),
+        lopper_kernels::Isa::selected().name(),
+    );
+    if !args.json {
+        println!(
+            "{:>6} {:>5} {:>7} {:>11} {:>11} {:>8}  plan",
+            "batch", "seq", "threads", "dense ms", "sparse ms", "speedup"
+        );
+    }
+    let mut records = Vec::new();
+    for &t in &threads {
+        for &b in &batches {
+            let tokens = b * seq;
+            let sparse_plan = BertPlan::make(&bert, tokens, t, PlanMode::Measured)?;
+            let dense_plan = BertPlan::make(&dense, tokens, t, PlanMode::Dense)?;
+            let mut runners = [
+                BertRunner::new(dense.clone(), &dense_plan)?,
+                BertRunner::new(bert.clone(), &sparse_plan)?,
+            ];
+            let enc = Encoded::synthetic(b, seq, bert.config.vocab_size);
+            let mut out = vec![0.0f32; b * bert.config.hidden_size];
+            let mut times = [Vec::new(), Vec::new()];
+            // One untimed pass each warms caches, pools and buffers.
+            for r in runners.iter_mut() {
+                r.forward(&enc, &mut out, &mut |_, _, _| {
+                    std::ops::ControlFlow::Continue(())
+                })?;
+            }
+            for _ in 0..rounds {
+                for (r, ts) in runners.iter_mut().zip(times.iter_mut()) {
+                    let start = Instant::now();
+                    r.forward(&enc, &mut out, &mut |_, _, _| {
+                        std::ops::ControlFlow::Continue(())
+                    })?;
+                    ts.push(start.elapsed().as_nanos() as f64);
+                    std::hint::black_box(&out);
+                }
+            }
+            if args.profile {
+                for (name, r) in ["dense", "sparse"].iter().zip(runners.iter_mut()) {
+                    let steps = r.profile(&enc, 5)?;
+                    let total: f64 = steps.iter().map(|s| s.1).sum();
+                    eprintln!("  profile {name}, batch {b}, {t} thread(s):");
+                    for (k, ns) in steps {
+                        eprintln!(
+                            "    {k:<10} {:>9.3} ms {:>5.1}%",
+                            ns / 1e6,
+                            100.0 * ns / total
+                        );
+                    }
+                }
+            }
+            let dense_ns = median(&mut times[0]);
+            let sparse_ns = median(&mut times[1]);
+            let mut plan = std::collections::BTreeMap::new();
+            for l in &sparse_plan.layers {
+                *plan.entry(l.format.clone()).or_insert(0) += 1;
+            }
+            let rec = BertRecord {
+                model: path.display().to_string(),
+                batch: b,
+                seq,
+                threads: t,
+                isa: sparse_plan.isa.clone(),
+                dense_ns,
+                sparse_ns,
+                speedup: dense_ns / sparse_ns,
+                sparsity,
+                file_bytes,
+                dense_file_bytes,
+                sparse_plan: plan,
+                rounds,
+                cpu: cpu_model(),
+                date: utc_date(),
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&rec)?);
+            } else {
+                let p: Vec<String> = rec
+                    .sparse_plan
+                    .iter()
+                    .map(|(f, n)| format!("{f} x{n}"))
+                    .collect();
+                println!(
+                    "{:>6} {:>5} {:>7} {:>11.2} {:>11.2} {:>7.2}x  {}",
+                    b,
+                    seq,
+                    t,
+                    dense_ns / 1e6,
+                    sparse_ns / 1e6,
+                    rec.speedup,
+                    p.join(", ")
+                );
+            }
+            records.push(rec);
+        }
+    }
+    if let Some(out) = &args.out {
+        let text: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).map(|s| s + "\n"))
+            .collect::<Result<_, _>>()?;
+        crate::util::write_atomic(out, text.as_bytes())?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
