@@ -528,3 +528,6 @@ fn stored_runner(bert: Bert) -> Result<BertRunner, ModelError> {
     let plan = BertPlan::make(&bert, 256, 1, PlanMode::Stored)?;
     BertRunner::new(bert, &plan)
 }
+
+#[cfg(test)]
+mod tests;

@@ -73,8 +73,11 @@ pub fn sparsegpt(
                 }
             }
             let keep = top_k_mask(&scores, sparsity);
-            for (p, k) in pruned.iter_mut().zip(&keep) {
-                *p = !k;
+            // `pruned` rows are `block` wide; the last block may be narrower.
+            for r in 0..rows {
+                for c in 0..count {
+                    pruned[r * block + c] = !keep[r * count + c];
+                }
             }
         }
         for c in 0..count {
