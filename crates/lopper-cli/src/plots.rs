@@ -260,3 +260,65 @@ pub fn grouped_bars(
         root.present().map_err(err)
     })
 }
+
+/// One method's fidelity points: `(label, [(sparsity %, mean cosine)], n:m points)`.
+pub type FidelitySeries = (String, Vec<(f64, f64)>, Vec<(f64, f64)>);
+
+/// Mean embedding cosine to the dense model against sparsity, one line per method (unstructured
+/// targets) plus a cross per N:M result.
+pub fn fidelity_vs_sparsity(
+    path: &Path,
+    title: &str,
+    series: &[FidelitySeries],
+) -> anyhow::Result<()> {
+    atomic_png(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (900, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let lo = series
+            .iter()
+            .flat_map(|s| s.1.iter().chain(&s.2).map(|p| p.1))
+            .fold(1.0f64, f64::min)
+            .min(0.5);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0f64..100.0, (lo - 0.02).max(-1.0)..1.01)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("sparsity of the encoder's Linear weights (%)")
+            .y_desc("mean cosine to the dense embeddings")
+            .draw()
+            .map_err(err)?;
+        let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+        for (i, (label, line, nm)) in series.iter().enumerate() {
+            let c = colors[i % colors.len()];
+            let mut pts = line.clone();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(nm.iter().map(|&p| Cross::new(p, 7, c.stroke_width(2))))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+        Ok(())
+    })
+}

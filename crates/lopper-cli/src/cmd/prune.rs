@@ -230,12 +230,64 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     crate::util::write_atomic(&sidecar(&args.out, "json"), json.as_bytes())?;
     let md = markdown(&report);
     crate::util::write_atomic(&sidecar(&args.out, "md"), md.as_bytes())?;
+    let plot = fidelity_plot(&args.out)?;
     if args.json {
         println!("{json}");
     } else {
         print!("{md}");
+        if let Some(p) = plot {
+            println!(
+                "\nfidelity plot of every report in this folder: {}",
+                p.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Redraws `fidelity.png` beside `out` from every `*.report.json` there that has a fidelity
+/// (so a sweep of `lopper prune` runs into one folder builds up one plot). Crosses mark N:M.
+fn fidelity_plot(out: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut by_method: BTreeMap<String, crate::plots::FidelitySeries> = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if !path.to_string_lossy().ends_with(".report.json") {
+            continue;
+        }
+        // Other files in the folder are not ours to judge; unreadable ones are skipped.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let (Some(method), Some(s), Some(cos)) = (
+            v["method"].as_str(),
+            v["sparsity"].as_f64(),
+            v["fidelity"]["mean_cosine"].as_f64(),
+        ) else {
+            continue;
+        };
+        let e = by_method
+            .entry(method.to_string())
+            .or_insert_with(|| (method.to_string(), Vec::new(), Vec::new()));
+        if v["pattern"].is_string() {
+            e.2.push((100.0 * s, cos));
+        } else {
+            e.1.push((100.0 * s, cos));
+        }
+    }
+    if by_method.is_empty() {
+        return Ok(None);
+    }
+    let series: Vec<_> = by_method.into_values().collect();
+    let path = dir.join("fidelity.png");
+    crate::plots::fidelity_vs_sparsity(&path, "one-shot pruning: embedding fidelity", &series)?;
+    Ok(Some(path))
 }
 
 fn markdown(r: &PruneReport) -> String {
