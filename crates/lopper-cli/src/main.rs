@@ -41,7 +41,7 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Predictions and probabilities of a .lop model for an input file (IDX or raw f32).
     Run(cmd::run_model::RunArgs),
-    /// Per-layer op, shape, format, density, bytes and planned kernel of a .lop model.
+    /// Per-layer op, shape, format, density, bytes and planned kernel of a .lop model or encoder.
     Inspect(cmd::inspect::InspectArgs),
     /// Sentence embeddings from a Hugging Face BERT-family folder or an encoder .lop.
     Embed(cmd::embed::EmbedArgs),

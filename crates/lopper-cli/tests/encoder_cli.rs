@@ -164,6 +164,17 @@ fn encoder_commands_end_to_end() {
     }
     assert!((rec["sparsity"].as_f64().unwrap() - 0.5).abs() < 1e-6);
 
+    let out = ok(lopper()
+        .arg("inspect")
+        .arg(&lop)
+        .args(["--json", "--seq", "16"])
+        .output()
+        .unwrap());
+    let v = json(&out);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 36);
+    assert_eq!(v["notes"]["method"], "wanda");
+    assert!((v["layers"][0]["density"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+
     // Bad input.
     let prune = |extra: &[&str]| {
         let mut c = lopper();

@@ -1,4 +1,4 @@
-//! `lopper inspect MODEL [--json]`: per layer, the op, weight shape `[out, in]`, stored format
+//! `lopper inspect MODEL [--json]` (encoders: see `inspect_bert`): per layer, the op, weight shape `[out, in]`, stored format
 //! and dtype, density, bytes, and the kernel the plan for `--batch`/`--threads` chose (measured
 //! and cached next to the model when no cached plan exists).
 
@@ -13,7 +13,7 @@ use super::model_io::load;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Model file (.lop).
+    /// Model file (.lop), or a Hugging Face encoder folder.
     pub model: PathBuf,
     #[arg(long)]
     pub json: bool,
@@ -23,6 +23,9 @@ pub struct InspectArgs {
     /// Thread count of the plan to show.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Transformer encoders: tokens per sequence of the plan to show.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,15 @@ struct Inspection {
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if args.batch == 0 || args.threads == 0 {
         anyhow::bail!("--batch and --threads must be at least 1");
+    }
+    if lopper_model::bert::file::sniff(&args.model)? {
+        return super::inspect_bert::run(
+            &args.model,
+            args.json,
+            args.batch,
+            args.seq,
+            args.threads,
+        );
     }
     let loaded = load(&args.model)?;
     let m = &loaded.model;

@@ -11,6 +11,7 @@ pub mod embed;
 pub mod eval;
 pub mod export;
 pub mod inspect;
+pub mod inspect_bert;
 pub mod model_io;
 pub mod prune;
 pub mod run_model;
