@@ -48,12 +48,15 @@ impl Isa {
             .unwrap_or(&Isa::Scalar)
     }
 
-    /// The ISA to use: `LOPPER_ISA` if set and available, else the best available.
+    /// The ISA to use: `LOPPER_ISA` if set and available, else the best available. Read once
+    /// per process (elementwise functions ask per row, and reading the environment each time
+    /// cost more than the work).
     pub fn selected() -> Isa {
-        match std::env::var("LOPPER_ISA") {
+        static SELECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *SELECTED.get_or_init(|| match std::env::var("LOPPER_ISA") {
             Ok(v) => Isa::from_override(&v),
             Err(_) => Isa::best_available(),
-        }
+        })
     }
 
     /// Interprets an override value. Unknown values and unavailable ISAs fall back to the best
