@@ -98,7 +98,7 @@ impl PruneOptions {
             damp: 0.01,
             block: 128,
             batch: 32,
-            dense_targets: false,
+            dense_targets: true,
             refit_max_kept: 1024,
         }
     }
