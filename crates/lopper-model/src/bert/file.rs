@@ -10,13 +10,13 @@ use std::path::Path;
 
 use lopper_kernels::Dtype;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype as StDtype, SafeTensors};
+use safetensors::Dtype as StDtype;
 use serde::{Deserialize, Serialize};
 
 use super::{Bert, BertConfig, EncoderLayer, LayerNorm, Linear, Pooling, LINEAR_SUFFIXES};
 use crate::convert::{encode_storage, StorageChoice};
 use crate::error::ModelError;
-use crate::file::{max_file_bytes, serialize, write_atomic};
+use crate::file::{lopper_container, max_file_bytes, read_limited, serialize, write_atomic};
 use crate::graph::{WeightSpec, FORMAT_VERSION};
 use crate::weights::{self, RawTensor};
 
@@ -135,40 +135,12 @@ impl Bert {
 
     /// Reads and validates an encoder `.lop` (size limit from [`max_file_bytes`]).
     pub fn read_lop(path: &Path) -> Result<(Self, BTreeMap<String, String>), ModelError> {
-        let io = |source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        let limit = max_file_bytes();
-        if size > limit {
-            return Err(ModelError::FileTooLarge { size, limit }.in_file(path));
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let bytes = read_limited(path, max_file_bytes())?;
         Self::from_lop_bytes(&bytes).map_err(|e| e.in_file(path))
     }
 
     pub fn from_lop_bytes(bytes: &[u8]) -> Result<(Self, BTreeMap<String, String>), ModelError> {
-        let st =
-            SafeTensors::deserialize(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
-        let meta = header
-            .metadata()
-            .clone()
-            .ok_or_else(|| ModelError::NotLopper("the header has no __metadata__".into()))?;
-        if meta.get("format").map(String::as_str) != Some("lopper") {
-            return Err(ModelError::NotLopper(
-                "__metadata__.format is not \"lopper\"".into(),
-            ));
-        }
-        let version = meta.get("format_version").cloned().unwrap_or_default();
-        if version != FORMAT_VERSION.to_string() {
-            return Err(ModelError::Version {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let (st, meta) = lopper_container(bytes)?;
         let text = meta.get("bert").ok_or_else(|| {
             ModelError::NotLopper("__metadata__ has no bert entry (not an encoder file)".into())
         })?;

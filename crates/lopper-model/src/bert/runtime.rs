@@ -448,8 +448,7 @@ impl BertRunner {
         let eps = c.layer_norm_eps;
         ops::layer_norm(
             &mut ws.x[..h * t],
-            &b.emb_ln.gamma,
-            &b.emb_ln.beta,
+            &b.emb_ln,
             eps,
             t,
             &mut ws.mean,
@@ -524,12 +523,12 @@ impl BertRunner {
                 &mut ws.tile_y,
             )?;
             tick(1);
+            // Post-LN residual: x = LayerNorm(x + sublayer(x)).
             ops::add_into(&mut ws.x[..h * t], &ws.tmp[..h * t]);
             tick(4);
             ops::layer_norm(
                 &mut ws.x[..h * t],
-                &layer.attn_ln.gamma,
-                &layer.attn_ln.beta,
+                &layer.attn_ln,
                 eps,
                 t,
                 &mut ws.mean,
@@ -562,12 +561,12 @@ impl BertRunner {
                 &mut ws.tile_y,
             )?;
             tick(1);
+            // Post-LN residual: x = LayerNorm(x + sublayer(x)).
             ops::add_into(&mut ws.x[..h * t], &ws.tmp[..h * t]);
             tick(4);
             ops::layer_norm(
                 &mut ws.x[..h * t],
-                &layer.out_ln.gamma,
-                &layer.out_ln.beta,
+                &layer.out_ln,
                 eps,
                 t,
                 &mut ws.mean,
