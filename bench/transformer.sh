@@ -2,7 +2,8 @@
 # Reproduces docs/perf/transformer.md: one-shot pruning of all-MiniLM-L6-v2 with every method at
 # 50 %, 2:4, 70 % and 90 % (fidelity on the 128 held-out sentences of data/sentences/eval.txt,
 # calibration on the 1024 of calib.txt), then speed of the 90 % and 50 % SparseGPT models against
-# the dense model (lopper bench) and against ONNX Runtime (bench/peers/bert_vs_ort.py).
+# the dense model (lopper bench) and against ONNX Runtime (bench/peers/encoder_vs_ort.py);
+# DeepSparse runs separately (bench/peers/deepsparse_encoder.py, its own venv).
 #
 #   bench/transformer.sh [OUT_DIR]       # default /var/cache/lopper/bert
 #
@@ -14,6 +15,7 @@ mkdir -p "$out"
 model=$(scripts/fetch-minilm.sh)
 cargo build --release -p lopper-cli
 lopper="${CARGO_TARGET_DIR:-target}/release/lopper"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 for method in magnitude wanda sparsegpt; do
   for target in 0.5 2:4 0.7 0.9; do
     name="$method-${target/:/of}"
@@ -26,6 +28,6 @@ for method in magnitude wanda sparsegpt; do
 done
 cp "$out/fidelity.png" docs/perf/transformer-fidelity.png
 for m in sparsegpt-0.9 sparsegpt-0.5; do
-  python3 bench/peers/bert_vs_ort.py "$out/$m.lop" --dense "$model" --batch 1,8 --threads 1,2 \
-    --seq 128 --json "docs/perf/transformer/$m.jsonl"
+  python3 bench/peers/encoder_vs_ort.py "$out/$m.lop" --dense "$model" --batch 1,8 --threads 1,2 \
+    --seq 128 --save-onnx "$out/$m.onnx" --json "docs/perf/transformer/$m-vs-ort.jsonl"
 done

@@ -72,8 +72,10 @@ pub struct LinearChoice {
     pub format: String,
     pub dtype: String,
     pub kernel: String,
+    /// Threads this layer's rows are split over (1 when splitting measured slower).
+    pub parts: usize,
     pub ns: f64,
-    /// Every candidate measured: `(format, kernel, ns)`.
+    /// Every candidate measured: `(format, "kernel xPARTS", ns)`.
     pub candidates: Vec<(String, String, f64)>,
 }
 
@@ -103,6 +105,7 @@ impl BertPlan {
         }
         let isa = Isa::selected();
         let pool = shared_pool(threads)?;
+        let single = shared_pool(1)?;
         let timing = planner_timing();
         // Linears run in column tiles, so they are measured at one tile's width.
         let width = tokens.min(TOKEN_TILE);
@@ -130,27 +133,38 @@ impl BertPlan {
                 } else {
                     kernels.into_iter().take(1).collect()
                 };
+                // With several threads, each kernel is also timed unsplit: on machines whose
+                // threads share a core (2-vCPU guests), splitting a cache-bound layer loses.
+                let splits: &[usize] = if threads > 1 && mode != PlanMode::Stored {
+                    &[1, threads]
+                } else {
+                    &[threads]
+                };
                 for k in kernels {
-                    let ns = if mode != PlanMode::Stored {
-                        measure_kernel(k, std::slice::from_ref(&w), &x, width, &pool, &timing)
-                            .map_err(|source| ModelError::Kernel {
-                                node: name.clone(),
-                                source,
-                            })?
-                            .median_ns
-                    } else {
-                        0.0
-                    };
-                    candidates.push((kind.name(), k.name.to_string(), ns));
-                    if best.as_ref().is_none_or(|b| ns < b.ns) {
-                        best = Some(LinearChoice {
-                            name: name.clone(),
-                            format: kind.name(),
-                            dtype: dtype.name().to_string(),
-                            kernel: k.name.to_string(),
-                            ns,
-                            candidates: Vec::new(),
-                        });
+                    for &parts in splits {
+                        let ns = if mode != PlanMode::Stored {
+                            let p = if parts == threads { &pool } else { &single };
+                            measure_kernel(k, std::slice::from_ref(&w), &x, width, p, &timing)
+                                .map_err(|source| ModelError::Kernel {
+                                    node: name.clone(),
+                                    source,
+                                })?
+                                .median_ns
+                        } else {
+                            0.0
+                        };
+                        candidates.push((kind.name(), format!("{} x{parts}", k.name), ns));
+                        if best.as_ref().is_none_or(|b| ns < b.ns) {
+                            best = Some(LinearChoice {
+                                name: name.clone(),
+                                format: kind.name(),
+                                dtype: dtype.name().to_string(),
+                                kernel: k.name.to_string(),
+                                parts,
+                                ns,
+                                candidates: Vec::new(),
+                            });
+                        }
                     }
                 }
             }
@@ -293,7 +307,7 @@ impl BertRunner {
                 name,
                 w,
                 MmKernel::Gemm(kernel),
-                plan.threads.max(1),
+                choice.parts.clamp(1, plan.threads.max(1)),
                 Some(lin.bias.clone()),
                 plan.tokens,
             )?);
