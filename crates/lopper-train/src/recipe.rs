@@ -334,6 +334,38 @@ impl Recipe {
                     ));
                 }
             }
+            Schedule::Set {
+                target,
+                every_steps,
+                drop_fraction,
+                end_fraction,
+            }
+            | Schedule::Rigl {
+                target,
+                every_steps,
+                drop_fraction,
+                end_fraction,
+            } => {
+                sparsity("pruning.schedule.target", *target)?;
+                if *every_steps == 0 {
+                    return Err(bad(
+                        "pruning.schedule.every_steps",
+                        "must be at least 1".into(),
+                    ));
+                }
+                if !(*drop_fraction > 0.0 && *drop_fraction < 1.0) {
+                    return Err(bad(
+                        "pruning.schedule.drop_fraction",
+                        format!("{drop_fraction} is outside (0, 1)"),
+                    ));
+                }
+                if !(*end_fraction > 0.0 && *end_fraction <= 1.0) {
+                    return Err(bad(
+                        "pruning.schedule.end_fraction",
+                        format!("{end_fraction} is outside (0, 1]"),
+                    ));
+                }
+            }
             Schedule::Iterative { epochs, targets } => {
                 if epochs.len() != targets.len() || epochs.is_empty() {
                     return Err(bad(

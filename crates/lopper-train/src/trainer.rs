@@ -62,6 +62,10 @@ pub trait Observer {
     fn on_step(&mut self, _epoch: usize, _step_in_epoch: usize, _loss: f32, _sparsity: f64) {}
     fn on_epoch(&mut self, _record: &EpochRecord) {}
     fn on_prune(&mut self, _step: usize, _target: f64) {}
+    /// A SET/RigL mask update dropped and regrew `fraction` of each layer's kept weights;
+    /// `kept` is the number of weights the masks keep afterwards, `changed` how many entries
+    /// changed state.
+    fn on_regrow(&mut self, _step: usize, _fraction: f64, _kept: usize, _changed: usize) {}
 }
 
 /// An observer that does nothing.
@@ -258,6 +262,23 @@ fn run<M: Classifier>(
             }
             loss_sum += loss_value as f64;
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if let Some((fraction, grow)) = schedule.dynamic_update(step, total_steps) {
+                // SET / RigL: drop and regrow before the gradients are masked, so RigL sees the
+                // dense gradient and regrown weights get this step's update.
+                let updated = crate::prune::dynamic::update(
+                    &model,
+                    &grads,
+                    &masks,
+                    fraction,
+                    grow,
+                    recipe.seed,
+                    step,
+                );
+                let (kept, changed) = updated.compare(&masks);
+                masks = updated;
+                model = masks.apply(model);
+                obs.on_regrow(step, fraction, kept, changed);
+            }
             masks.mask_grads(&model, &mut grads);
             lr = recipe
                 .lr_schedule

@@ -259,6 +259,64 @@ fn pruning_after_the_last_epoch_is_checkpointed_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Records SET/RigL updates.
+#[derive(Default)]
+struct Regrowth {
+    events: Vec<(usize, f64, usize, usize)>,
+}
+
+impl lopper_train::trainer::Observer for Regrowth {
+    fn on_regrow(&mut self, step: usize, fraction: f64, kept: usize, changed: usize) {
+        self.events.push((step, fraction, kept, changed));
+    }
+}
+
+#[test]
+fn rigl_and_set_keep_the_parameter_count_while_the_mask_moves() {
+    let data = dataset();
+    for kind in ["rigl", "set"] {
+        let text = format!(
+            "model = \"lenet300\"\nepochs = 2\ntrain_limit = 4000\n[pruning]\ncriterion = \"random\"\nallocation = \"erk\"\nschedule = {{ kind = \"{kind}\", target = 0.9, every_steps = 10 }}\n"
+        );
+        let recipe = Recipe::parse(Path::new("test.toml"), &text).unwrap();
+        let dir = out_dir(kind);
+        let mut obs = Regrowth::default();
+        let s = train(&recipe, &data, &opts(&dir, false), &mut obs).unwrap();
+        // 63 steps, updates every 10 until 3/4 of training: steps 10..40.
+        assert_eq!(obs.events.len(), 4, "{kind}: {:?}", obs.events);
+        let total = s.params_total;
+        let kept0 = obs.events[0].2;
+        // ERK at 90 % keeps 10 % of the prunable weights; every update keeps exactly as many.
+        assert!(
+            (kept0 as f64 / total as f64 - 0.1).abs() < 0.01,
+            "{kind}: kept {kept0} of {total}"
+        );
+        for &(step, fraction, kept, changed) in &obs.events {
+            assert_eq!(kept, kept0, "{kind}: step {step}");
+            assert!(changed > 0, "{kind}: step {step} moved nothing");
+            assert!(fraction > 0.0 && fraction <= 0.3);
+        }
+        // Regrown weights that never received a gradient stay 0, so zeros can only exceed 90 %.
+        assert!(
+            s.sparsity.sparsity >= 0.9 - 1e-3,
+            "{kind}: {}",
+            s.sparsity.sparsity
+        );
+        assert!(
+            s.sparsity.sparsity < 0.93,
+            "{kind}: {}",
+            s.sparsity.sparsity
+        );
+        // 63 Adam steps from a random 10 % mask: well above chance (10 %), far from converged.
+        assert!(
+            s.test_accuracy > 0.4,
+            "{kind}: accuracy {}",
+            s.test_accuracy
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn two_of_four_pattern_keeps_two_of_every_four_inputs() {
     let data = dataset();

@@ -123,6 +123,19 @@ impl Masks {
         self.layers.get(path).map(Vec::as_slice)
     }
 
+    /// `(kept entries of self, entries whose state differs from other)`, over self's layers.
+    pub fn compare(&self, other: &Masks) -> (usize, usize) {
+        let mut kept = 0;
+        let mut changed = 0;
+        for (path, m) in &self.layers {
+            kept += m.iter().filter(|k| **k).count();
+            if let Some(o) = other.layers.get(path) {
+                changed += m.iter().zip(o).filter(|(a, b)| a != b).count();
+            }
+        }
+        (kept, changed)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }

@@ -1,6 +1,7 @@
 //! Pruning during training: masks keyed by parameter path, the criteria that choose them and
 //! the schedules that say when and how much.
 
+pub mod dynamic;
 pub mod masks;
 pub mod schedule;
 pub mod select;

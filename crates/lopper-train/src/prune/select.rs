@@ -35,6 +35,54 @@ pub enum Allocation {
     Layerwise,
     /// One threshold over all layers (subject to the per-layer floor).
     Global,
+    /// Erdős–Rényi-Kernel (Evci et al. 2020): layer density proportional to
+    /// `sum(shape) / prod(shape)`, capped at 1, scaled so the total meets the target.
+    Erk,
+}
+
+/// ERK sparsity per layer (in `layers` order) for an overall `target`.
+pub fn erk_sparsities(shapes: &[Vec<usize>], target: f64) -> Vec<f64> {
+    let n: Vec<f64> = shapes
+        .iter()
+        .map(|s| s.iter().product::<usize>() as f64)
+        .collect();
+    let raw: Vec<f64> = shapes
+        .iter()
+        .zip(&n)
+        .map(|(s, &n)| s.iter().sum::<usize>() as f64 / n.max(1.0))
+        .collect();
+    let keep_total = (1.0 - target) * n.iter().sum::<f64>();
+    let mut dense = vec![false; shapes.len()];
+    loop {
+        let fixed: f64 = (0..n.len()).filter(|&i| dense[i]).map(|i| n[i]).sum();
+        let scaled: f64 = (0..n.len())
+            .filter(|&i| !dense[i])
+            .map(|i| raw[i] * n[i])
+            .sum();
+        let eps = if scaled > 0.0 {
+            (keep_total - fixed) / scaled
+        } else {
+            0.0
+        };
+        let mut changed = false;
+        for i in 0..n.len() {
+            if !dense[i] && eps * raw[i] > 1.0 {
+                dense[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return (0..n.len())
+                .map(|i| {
+                    if dense[i] {
+                        0.0
+                    } else {
+                        (1.0 - eps * raw[i]).clamp(0.0, 1.0)
+                    }
+                })
+                .collect();
+        }
+    }
 }
 
 /// How to turn a target sparsity into masks.
@@ -135,6 +183,17 @@ impl PrunePlan {
             }
             return out;
         }
+        if self.allocation == Allocation::Erk {
+            let shapes: Vec<Vec<usize>> = layers.iter().map(|l| l.shape.clone()).collect();
+            for (l, (sc, s)) in layers
+                .iter()
+                .zip(scores.iter().zip(erk_sparsities(&shapes, target)))
+            {
+                let m = top_k_mask(sc, s);
+                out.insert(l.path.clone(), and(old.get(&l.path), m));
+            }
+            return out;
+        }
         let global: Vec<usize> = (0..layers.len())
             .filter(|&i| {
                 self.allocation == Allocation::Global
@@ -180,6 +239,20 @@ fn and(old: Option<&[bool]>, new: Vec<bool>) -> Vec<bool> {
 #[cfg(test)]
 mod nm_tests {
     use super::*;
+
+    #[test]
+    fn erk_meets_the_target_and_favours_small_layers() {
+        // LeNet-300-100 in burn's [in, out] layout.
+        let shapes = vec![vec![784, 300], vec![300, 100], vec![100, 10]];
+        let s = erk_sparsities(&shapes, 0.9);
+        let n: Vec<f64> = shapes.iter().map(|s| (s[0] * s[1]) as f64).collect();
+        let kept: f64 = s.iter().zip(&n).map(|(s, n)| (1.0 - s) * n).sum();
+        assert!((kept / n.iter().sum::<f64>() - 0.1).abs() < 1e-9);
+        assert!(s[0] > s[1] && s[1] > s[2], "{s:?}");
+        // The 1000-weight output layer is kept dense at 90 %: ERK caps it at density 1.
+        let s = erk_sparsities(&shapes, 0.5);
+        assert_eq!(s[2], 0.0);
+    }
 
     #[test]
     fn linear_groups_run_along_the_inputs_of_each_output() {
