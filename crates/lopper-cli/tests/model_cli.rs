@@ -40,6 +40,10 @@ fn model_commands_end_to_end() {
         lop.to_str().unwrap()
     );
     let trainer_acc = report["test_accuracy"].as_f64().unwrap();
+    // LeNet-300-100 is linear layers only: a MAC per weight, so MACs equal weights, dense and
+    // nonzero.
+    assert_eq!(report["dense_macs"], report["prunable_total"]);
+    assert_eq!(report["sparse_macs"], report["prunable_nonzero"]);
 
     // eval: the runtime reproduces the trainer's accuracy on all 10 000 test images.
     let e = json(&ok(lopper()

@@ -204,6 +204,27 @@ impl Model {
     }
 
     /// Stored weights, nonzero weights and storage bytes of the weight matrices.
+    /// Multiply-accumulates per example of the weight layers: `(dense, nonzero)`, where a
+    /// layer's count is its weights (all, or the nonzero ones) times its output positions (1
+    /// for a linear layer, `OH * OW` for a convolution).
+    pub fn macs(&self) -> (usize, usize) {
+        let mut dense = 0;
+        let mut nonzero = 0;
+        for node in &self.graph.nodes {
+            let Some(w) = node.op.weight().and_then(|w| self.weights.get(w)) else {
+                continue;
+            };
+            let positions = match (&node.op, self.shapes.get(&node.output)) {
+                (crate::graph::Op::Conv2d { .. }, Some(s)) if s.len() == 3 => s[1] * s[2],
+                _ => 1,
+            };
+            let d = w.to_dense();
+            dense += d.data().len() * positions;
+            nonzero += d.data().iter().filter(|v| **v != 0.0).count() * positions;
+        }
+        (dense, nonzero)
+    }
+
     pub fn weight_stats(&self) -> (usize, usize, usize) {
         let mut total = 0;
         let mut nonzero = 0;

@@ -56,6 +56,9 @@ pub struct Report {
     pub per_layer: Vec<lopper_train::prune::masks::LayerSparsity>,
     pub epoch_seconds: Vec<f64>,
     pub dense_macs: usize,
+    /// Multiply-accumulates per example counting only nonzero weights (from the exported model;
+    /// BatchNorm folded), beside the same count with every weight (`dense_macs`).
+    pub sparse_macs: usize,
     pub history: Vec<EpochRecord>,
     pub data: String,
     pub train_examples: usize,
@@ -188,6 +191,7 @@ pub fn train_to_dir(
         )?;
     let lop_bytes = model.write(&lop)?;
     let mut report = build_report(args, recipe, data, &summary);
+    report.sparse_macs = model.macs().1;
     report.model_file = lop.display().to_string();
     report.model_file_bytes = lop_bytes;
     let json = serde_json::to_string_pretty(&report)?;
@@ -248,6 +252,7 @@ fn build_report(
         per_layer: s.sparsity.per_layer.clone(),
         epoch_seconds: s.history.iter().map(|r| r.seconds).collect(),
         dense_macs: s.dense_macs,
+        sparse_macs: 0,
         history: s.history.clone(),
         data: data.dir.display().to_string(),
         train_examples: if recipe.train_limit > 0 {
@@ -271,7 +276,7 @@ fn build_report(
 fn report_md(r: &Report) -> String {
     let mut s = format!(
         "# {} ({})\n\nRecipe `{}`, seed {}, {} epochs on {} training images; test set {} images from `{}`.\n\n\
-         | test accuracy | sparsity (prunable weights) | nonzero / total params |\n|---|---|---|\n| {:.2} % | {:.2} % | {} / {} |\n\n\
+         | test accuracy | sparsity (prunable weights) | nonzero / total params | MACs per example, nonzero / dense |\n|---|---|---|---|\n| {:.2} % | {:.2} % | {} / {} | {} / {} |\n\n\
          ## Per layer\n\n| layer | shape (burn layout) | sparsity |\n|---|---|---|\n",
         r.model,
         r.method,
@@ -284,7 +289,9 @@ fn report_md(r: &Report) -> String {
         r.test_accuracy * 100.0,
         r.sparsity * 100.0,
         r.params_nonzero,
-        r.params_total
+        r.params_total,
+        r.sparse_macs,
+        r.dense_macs
     );
     for l in &r.per_layer {
         s.push_str(&format!(
