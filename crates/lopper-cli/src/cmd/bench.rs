@@ -46,6 +46,17 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
+/// The batch sizes (`default_batch` unless `--batch`) and thread counts (1,2 unless
+/// `--threads`) of a model benchmark, each from 1 to 4096.
+pub fn grid(args: &BenchArgs, default_batch: &[usize]) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
+    let batches = args.batch.clone().unwrap_or_else(|| default_batch.to_vec());
+    let threads = args.threads.clone().unwrap_or_else(|| vec![1, 2]);
+    if batches.iter().chain(&threads).any(|&v| v == 0 || v > 4096) {
+        anyhow::bail!("--batch and --threads take values from 1 to 4096");
+    }
+    Ok((batches, threads))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.target.as_str() {
         "kernels" => super::bench_kernels::run(&args),

@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use lopper_kernels::{Dense, Dtype, WeightMatrix};
+use lopper_kernels::bench::median_sorted;
+use lopper_kernels::{Dtype, WeightMatrix};
 use lopper_model::bert::file::load;
 use lopper_model::bert::{Bert, BertPlan, BertRunner, Encoded};
 use lopper_model::{PlanMode, StorageChoice};
@@ -36,35 +37,21 @@ pub struct BertRecord {
     pub date: String,
 }
 
-fn densified(bert: &Bert) -> anyhow::Result<Bert> {
+/// The same encoder with every Linear stored dense (its zeros kept as values).
+fn densified(bert: &Bert) -> Bert {
     let mut d = bert.clone();
     for layer in &mut d.layers {
         for lin in layer.linears_mut() {
-            let dense: Dense = lin.w.to_dense();
-            lin.w = WeightMatrix::Dense(dense);
+            lin.w = WeightMatrix::Dense(lin.w.to_dense());
         }
     }
-    Ok(d)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    d
 }
 
 pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let (bert, _) = load(path)?;
-    let batches = args.batch.clone().unwrap_or_else(|| vec![1, 8]);
-    let threads = args.threads.clone().unwrap_or_else(|| vec![1, 2]);
+    let (batches, threads) = super::bench::grid(args, &[1, 8])?;
     let seq = args.seq;
-    if batches.iter().chain(&threads).any(|&v| v == 0 || v > 4096) {
-        anyhow::bail!("--batch and --threads take values from 1 to 4096");
-    }
     if seq < 2 || seq > bert.config.max_position_embeddings {
         anyhow::bail!(
             "--seq {seq} is outside 2..={} (the model's positions)",
@@ -77,7 +64,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
     } else {
         std::fs::metadata(path)?.len()
     };
-    let dense = densified(&bert)?;
+    let dense = densified(&bert);
     let dense_file_bytes = dense
         .to_lop_bytes(StorageChoice::Dense, Dtype::F32, Default::default())?
         .len() as u64;
@@ -139,8 +126,11 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                     }
                 }
             }
-            let dense_ns = median(&mut times[0]);
-            let sparse_ns = median(&mut times[1]);
+            for ts in times.iter_mut() {
+                ts.sort_by(f64::total_cmp);
+            }
+            let dense_ns = median_sorted(&times[0]);
+            let sparse_ns = median_sorted(&times[1]);
             let mut plan = std::collections::BTreeMap::new();
             for l in &sparse_plan.layers {
                 *plan.entry(l.format.clone()).or_insert(0) += 1;

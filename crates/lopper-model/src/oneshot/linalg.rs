@@ -19,6 +19,12 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
+/// Mean of the diagonal of a row-major `n x n` matrix (the scale SparseGPT's dampening is a
+/// fraction of).
+pub fn mean_diagonal(a: &[f64], n: usize) -> f64 {
+    (0..n).map(|i| a[i * n + i]).sum::<f64>() / n.max(1) as f64
+}
+
 /// `y += a * x`.
 pub fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     for (y, x) in y.iter_mut().zip(x) {

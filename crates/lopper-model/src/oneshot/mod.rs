@@ -17,9 +17,8 @@ use lopper_kernels::mask::{nm_mask, top_k_mask};
 use lopper_kernels::{registry, Dense, Isa, Partition, WeightMatrix};
 use serde::Serialize;
 
-use crate::bert::{Bert, BertPlan, BertRunner, Encoded, LinearSite};
+use crate::bert::{Bert, BertRunner, Encoded, LinearSite};
 use crate::error::ModelError;
-use crate::runtime::PlanMode;
 
 /// Which weights go.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -256,7 +255,7 @@ fn fit_dense_targets(
     damp: f64,
 ) -> Result<(), ModelError> {
     let mut hd = h.to_vec();
-    let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
+    let mean_diag = linalg::mean_diagonal(h, cols);
     for i in 0..cols {
         if hd[i * cols + i] == 0.0 {
             hd[i * cols + i] = 1.0;
@@ -310,7 +309,7 @@ fn refit_rows(
     damp: f64,
     max_kept: usize,
 ) {
-    let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
+    let mean_diag = linalg::mean_diagonal(h, cols);
     let lambda = damp * mean_diag;
     for r in 0..rows {
         let row = &mut w[r * cols..(r + 1) * cols];
@@ -412,7 +411,7 @@ pub fn prune_bert(
     }
     let layers = bert.config.num_hidden_layers;
     let mut dense = if opts.method == Method::Sparsegpt && opts.dense_targets {
-        Some(stored_runner(bert.clone())?)
+        Some(BertRunner::stored(bert.clone())?)
     } else {
         None
     };
@@ -479,7 +478,7 @@ fn calibrate(
 ) -> Result<Stats, ModelError> {
     let cols = bert.layers[site.layer].linears()[site.index].w.cols();
     let mut stats = Stats::new(cols, opts.method == Method::Sparsegpt, dense.is_some());
-    let mut runner = stored_runner(bert.clone())?;
+    let mut runner = BertRunner::stored(bert.clone())?;
     let mut failure = None;
     let hidden = bert.config.hidden_size;
     for chunk in calib
@@ -522,11 +521,6 @@ fn calibrate(
         }
     }
     Ok(stats)
-}
-
-fn stored_runner(bert: Bert) -> Result<BertRunner, ModelError> {
-    let plan = BertPlan::make(&bert, 256, 1, PlanMode::Stored)?;
-    BertRunner::new(bert, &plan)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! columns from the current weights (`w² / U_ii²`, the OBS saliency), and updates to later
 //! blocks are applied lazily once per block.
 
-use super::linalg::{cholesky_lower, cholesky_upper, inverse_from_cholesky};
+use super::linalg::{cholesky_lower, cholesky_upper, inverse_from_cholesky, mean_diagonal};
 use super::Target;
 use crate::error::ModelError;
 use lopper_kernels::mask::top_k_mask;
@@ -34,7 +34,7 @@ pub fn sparsegpt(
             }
         }
     }
-    let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
+    let mean_diag = mean_diagonal(&h, cols);
     // Dampening grows until H is numerically positive definite (calibration sets smaller than
     // the layer's width make H singular).
     let mut lambda = damp * mean_diag;
