@@ -20,7 +20,7 @@ use lopper_model::graph::{InputSpec, Op, Preprocess};
 use lopper_model::{Graph, Model, ModelError, Node};
 use thiserror::Error;
 
-use crate::model::{BasicBlock, Lenet300, Lenet5, ResNet, ZooModel};
+use crate::model::{BasicBlock, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -197,6 +197,10 @@ pub trait Export {
 
 impl Export for Lenet300 {
     fn export(&self, meta: &ExportMeta) -> Result<Model, ExportError> {
+        if self.gates.is_some() {
+            // L0: the exported network is the shrunk one (gates folded, zero units removed).
+            return self.shrunk().export(meta);
+        }
         let mut b = Builder::new();
         let x = b.op("flatten", Op::Flatten, &["input"]);
         let x = b.linear("fc1", &self.fc1, &x)?;
@@ -210,6 +214,9 @@ impl Export for Lenet300 {
 
 impl Export for Lenet5 {
     fn export(&self, meta: &ExportMeta) -> Result<Model, ExportError> {
+        if self.gates.is_some() {
+            return self.shrunk().export(meta);
+        }
         let pool = Op::MaxPool {
             kernel: self.pool.kernel_size,
             stride: self.pool.stride,
@@ -261,7 +268,17 @@ fn load<M: Module>(model: M, path: &Path) -> Result<M, ExportError> {
     })
 }
 
-/// Loads a training checkpoint (`model.bpk`) of `zoo` and exports it.
+/// Loads a checkpoint into the plain model, or, when the checkpoint holds L0 gates (a plain
+/// load refuses its extra tensors), into the gated one.
+fn load_either<M: Module>(plain: M, gated: M, path: &Path) -> Result<M, ExportError> {
+    match load(plain, path) {
+        Ok(m) => Ok(m),
+        Err(first) => load(gated, path).map_err(|_| first),
+    }
+}
+
+/// Loads a training checkpoint (`model.bpk`) of `zoo` and exports it; a checkpoint with L0
+/// gates is exported shrunk.
 pub fn export_checkpoint(
     zoo: ZooModel,
     checkpoint: &Path,
@@ -271,8 +288,18 @@ pub fn export_checkpoint(
     // The random initialisation before loading must not interleave with a training's draws.
     let _rng = crate::trainer::rng_guard();
     match zoo {
-        ZooModel::Lenet300 => load(Lenet300::new(&device), checkpoint)?.export(meta),
-        ZooModel::Lenet5 => load(Lenet5::new(&device), checkpoint)?.export(meta),
+        ZooModel::Lenet300 => load_either(
+            Lenet300::new(&device),
+            Lenet300::with_l0_gates(&device, 0.5),
+            checkpoint,
+        )?
+        .export(meta),
+        ZooModel::Lenet5 => load_either(
+            Lenet5::new(&device),
+            Lenet5::with_l0_gates(&device, 0.5),
+            checkpoint,
+        )?
+        .export(meta),
         ZooModel::Resnet8 => load(ResNet::new(8, &device), checkpoint)?.export(meta),
         ZooModel::Resnet20 => load(ResNet::new(20, &device), checkpoint)?.export(meta),
     }

@@ -52,6 +52,9 @@ pub struct Recipe {
     pub pruning: PruningSpec,
     #[serde(default)]
     pub regularization: Regularization,
+    /// L0 regularisation with hard-concrete gates (`[l0]`); the trained model is shrunk.
+    #[serde(default)]
+    pub l0: Option<L0Spec>,
 }
 
 fn default_seed() -> u64 {
@@ -195,6 +198,42 @@ pub struct Regularization {
     /// λ of the L1 penalty `λ Σ|W|` over prunable weights, added to the loss.
     #[serde(default)]
     pub l1: f64,
+}
+
+/// `[l0]`: L0 regularisation with hard-concrete gates (Louizos, Welling & Kingma 2018).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L0Spec {
+    /// λ as in the paper: the loss adds `λ / N · E[parameters whose gate is not zero]`, with
+    /// `N` the number of training examples (the paper uses λ = 0.1 for LeNet-300-100 and
+    /// LeNet-5 on MNIST).
+    pub lambda: f64,
+    /// What one gate switches: `"neurons"` (group L0: one gate per hidden neuron or
+    /// convolution channel, removed physically after training).
+    #[serde(default)]
+    pub gates: L0Gates,
+    /// Initial probability that a gate is off (the paper: 0.5 for hidden layers).
+    #[serde(default = "default_droprate")]
+    pub droprate_init: f64,
+    /// The last `finetune_epochs` epochs freeze the gates at their deterministic values and
+    /// drop the penalty, so the weights adapt to the gates the exported network uses (the
+    /// stochastic gates of training and the deterministic ones of evaluation differ for units
+    /// that are neither clearly on nor clearly off).
+    #[serde(default)]
+    pub finetune_epochs: usize,
+}
+
+fn default_droprate() -> f64 {
+    0.5
+}
+
+/// The granularity of L0 gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L0Gates {
+    /// One gate per hidden neuron (Linear) or output channel (Conv2d).
+    #[default]
+    Neurons,
 }
 
 impl Recipe {
@@ -378,6 +417,38 @@ impl Recipe {
                 }
             }
         }
+        if let Some(l0) = &self.l0 {
+            if !(l0.lambda.is_finite() && l0.lambda > 0.0) {
+                return Err(bad(
+                    "l0.lambda",
+                    format!("{} is not a positive number", l0.lambda),
+                ));
+            }
+            if !(l0.droprate_init > 0.0 && l0.droprate_init < 1.0) {
+                return Err(bad(
+                    "l0.droprate_init",
+                    format!("{} is outside (0, 1)", l0.droprate_init),
+                ));
+            }
+            if l0.finetune_epochs >= self.epochs {
+                return Err(bad(
+                    "l0.finetune_epochs",
+                    format!(
+                        "{} leaves no epoch with trainable gates (epochs = {})",
+                        l0.finetune_epochs, self.epochs
+                    ),
+                ));
+            }
+            if !matches!(self.model, ZooModel::Lenet300 | ZooModel::Lenet5) {
+                return Err(bad(
+                    "l0",
+                    format!(
+                        "L0 gates are implemented for lenet300 and lenet5, not {}",
+                        self.model.name()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -483,6 +554,29 @@ overrides = { "fc3.weight" = 0.5 }
     fn rejects_bad_schedule_window() {
         let e = parse(&GOOD.replace("end_epoch = 8", "end_epoch = 11")).unwrap_err();
         assert!(e.to_string().contains("pruning.schedule.end_epoch"), "{e}");
+    }
+
+    #[test]
+    fn parses_l0_and_rejects_bad_l0() {
+        let base = "model = \"lenet300\"\nepochs = 5\n[l0]\n";
+        let r = parse(&format!("{base}lambda = 0.1\n")).unwrap();
+        let l0 = r.l0.unwrap();
+        assert_eq!(
+            (l0.lambda, l0.gates, l0.droprate_init),
+            (0.1, L0Gates::Neurons, 0.5)
+        );
+        let e = parse(&format!("{base}lambda = -1\n")).unwrap_err();
+        assert!(e.to_string().contains("l0.lambda"), "{e}");
+        let e = parse(&format!("{base}lambda = 0.1\ndroprate_init = 1.0\n")).unwrap_err();
+        assert!(e.to_string().contains("l0.droprate_init"), "{e}");
+        let e = parse(&format!("{base}lambda = 0.1\nfinetune_epochs = 5\n")).unwrap_err();
+        assert!(e.to_string().contains("l0.finetune_epochs"), "{e}");
+        let e = parse(&format!("{base}lambda = 0.1\ngates = \"filters\"\n")).unwrap_err();
+        assert!(e.to_string().contains("gates"), "{e}");
+        let e = parse(&format!("{base}gates = \"neurons\"\n")).unwrap_err();
+        assert!(e.to_string().contains("lambda"), "{e}");
+        let e = parse("model = \"resnet8\"\nepochs = 5\n[l0]\nlambda = 0.1\n").unwrap_err();
+        assert!(e.to_string().contains("key `l0`"), "{e}");
     }
 
     #[test]

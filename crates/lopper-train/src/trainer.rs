@@ -54,6 +54,9 @@ pub struct EpochRecord {
     pub sparsity: f64,
     pub seconds: f64,
     pub lr: f64,
+    /// With L0 gates: the widths of the network the gates leave (see [`Classifier::widths`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widths: Option<Vec<usize>>,
 }
 
 /// Progress callbacks, so the library stays free of terminal code.
@@ -94,7 +97,21 @@ pub struct TrainSummary {
     pub params_total: usize,
     pub params_nonzero: usize,
     pub dense_macs: usize,
+    /// Layer widths of the trained network (input first).
+    pub widths: Vec<usize>,
+    /// With L0 gates: the shrunk network (units with a zero gate removed, gates folded in).
+    pub shrunk: Option<ShrinkSummary>,
     pub checkpoint: PathBuf,
+}
+
+/// The physically smaller network an L0 run leaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShrinkSummary {
+    pub widths: Vec<usize>,
+    pub dense_macs: usize,
+    pub params_total: usize,
+    /// Test accuracy of the shrunk network itself (equals the gated network's up to rounding).
+    pub test_accuracy: f64,
 }
 
 /// Serializable copy of [`SparsityReport`].
@@ -133,11 +150,20 @@ pub fn train(
     crate::denormals::flush_denormals();
     let device = Device::flex().autodiff();
     device.seed(recipe.seed);
-    match recipe.model {
-        ZooModel::Lenet300 => run(Lenet300::new(&device), &device, recipe, data, opts, obs),
-        ZooModel::Lenet5 => run(Lenet5::new(&device), &device, recipe, data, opts, obs),
-        ZooModel::Resnet8 => run(ResNet::new(8, &device), &device, recipe, data, opts, obs),
-        ZooModel::Resnet20 => run(ResNet::new(20, &device), &device, recipe, data, opts, obs),
+    let l0 = recipe.l0.as_ref().map(|l| l.droprate_init);
+    match (recipe.model, l0) {
+        (ZooModel::Lenet300, Some(p)) => {
+            let model = Lenet300::with_l0_gates(&device, p);
+            run(model, &device, recipe, data, opts, obs)
+        }
+        (ZooModel::Lenet5, Some(p)) => {
+            let model = Lenet5::with_l0_gates(&device, p);
+            run(model, &device, recipe, data, opts, obs)
+        }
+        (ZooModel::Lenet300, None) => run(Lenet300::new(&device), &device, recipe, data, opts, obs),
+        (ZooModel::Lenet5, None) => run(Lenet5::new(&device), &device, recipe, data, opts, obs),
+        (ZooModel::Resnet8, _) => run(ResNet::new(8, &device), &device, recipe, data, opts, obs),
+        (ZooModel::Resnet20, _) => run(ResNet::new(20, &device), &device, recipe, data, opts, obs),
     }
 }
 
@@ -242,10 +268,23 @@ fn run<M: Classifier>(
             }
             let (images, labels) = train_split.gather(chunk);
             let (x, y) = batch_tensors(images, labels, device);
-            let logits = model.forward(x);
+            // L0 fine-tuning: gates frozen at their deterministic values, no penalty.
+            let gates_train = recipe
+                .l0
+                .as_ref()
+                .is_some_and(|l| epoch + l.finetune_epochs < recipe.epochs);
+            let logits = if recipe.l0.is_some() && !gates_train {
+                model.forward(x)
+            } else {
+                model.forward_train(x)
+            };
             let mut loss = loss_fn.forward(logits, y);
             if recipe.regularization.l1 > 0.0 {
                 loss = loss + l1_penalty(&model, device) * recipe.regularization.l1;
+            }
+            if let (Some(l0), Some(expected), true) = (&recipe.l0, model.expected_l0(), gates_train)
+            {
+                loss = loss + expected * (l0.lambda / train_split.len() as f64);
             }
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
             if !loss_value.is_finite() {
@@ -296,6 +335,7 @@ fn run<M: Classifier>(
             sparsity,
             seconds: started.elapsed().as_secs_f64(),
             lr,
+            widths: recipe.l0.is_some().then(|| model.shrunk().widths()),
         };
         obs.on_epoch(&record);
         state.history.push(record);
@@ -320,6 +360,7 @@ fn run<M: Classifier>(
                 sparsity: measure_sparsity(&model).sparsity,
                 seconds: 0.0,
                 lr: 0.0,
+                widths: None,
             };
             obs.on_epoch(&record);
             state.history.push(record);
@@ -328,6 +369,15 @@ fn run<M: Classifier>(
     }
     let sparsity = measure_sparsity(&model);
     let (params_total, params_nonzero) = count_params(&model);
+    let shrunk = recipe.l0.is_some().then(|| {
+        let small = model.valid().shrunk();
+        ShrinkSummary {
+            widths: small.widths(),
+            dense_macs: small.dense_macs(),
+            params_total: count_params(&small).0,
+            test_accuracy: evaluate(&small, &test_split),
+        }
+    });
     Ok(TrainSummary {
         test_accuracy: state
             .history
@@ -338,6 +388,8 @@ fn run<M: Classifier>(
         params_total,
         params_nonzero,
         dense_macs: model.dense_macs(),
+        widths: model.widths(),
+        shrunk,
         checkpoint: ckpt,
     })
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lopper_train::data::mnist;
+use lopper_train::model::architecture;
 use lopper_train::trainer::{train, EpochRecord, Observer, TrainOptions, TrainSummary};
 use lopper_train::Recipe;
 use serde::Serialize;
@@ -59,6 +60,17 @@ pub struct Report {
     /// Multiply-accumulates per example counting only nonzero weights (from the exported model;
     /// BatchNorm folded), beside the same count with every weight (`dense_macs`).
     pub sparse_macs: usize,
+    /// Input width and every layer's output width of the trained network, e.g. `784-300-100-10`.
+    pub architecture_before: String,
+    /// The surviving architecture: after an L0 run's shrink (units whose gate is zero removed),
+    /// otherwise the same as `architecture_before`.
+    pub architecture: String,
+    /// MACs per example before (`dense_macs` of the trained network) and after (`sparse_macs`:
+    /// nonzero weights of the exported, possibly shrunk, model).
+    pub macs_before: usize,
+    pub macs_after: usize,
+    /// Parameters of the exported model (all weights and biases; after the shrink for L0).
+    pub params_after: usize,
     pub history: Vec<EpochRecord>,
     pub data: String,
     pub train_examples: usize,
@@ -108,6 +120,10 @@ impl Observer for Bar {
                 r.lr,
                 r.seconds
             );
+            let line = match &r.widths {
+                Some(w) => format!("{line}  gates leave {}", architecture(w)),
+                None => line,
+            };
             self.bar.suspend(|| eprintln!("{line}"));
         }
         self.last = Some(r.clone());
@@ -192,6 +208,9 @@ pub fn train_to_dir(
     let lop_bytes = model.write(&lop)?;
     let mut report = build_report(args, recipe, data, &summary);
     report.sparse_macs = model.macs().1;
+    report.macs_after = report.sparse_macs;
+    report.params_after =
+        model.weight_stats().0 + model.vectors.values().map(Vec::len).sum::<usize>();
     report.model_file = lop.display().to_string();
     report.model_file_bytes = lop_bytes;
     let json = serde_json::to_string_pretty(&report)?;
@@ -230,6 +249,7 @@ fn build_report(
     s: &TrainSummary,
 ) -> Report {
     let method = match &recipe.pruning.schedule {
+        _ if recipe.l0.is_some() => "l0".to_string(),
         lopper_train::prune::Schedule::None if recipe.regularization.l1 > 0.0 => "l1".to_string(),
         lopper_train::prune::Schedule::None => "dense".to_string(),
         other => match &recipe.pruning.pattern {
@@ -243,7 +263,11 @@ fn build_report(
         method,
         seed: recipe.seed,
         epochs: recipe.epochs,
-        test_accuracy: s.test_accuracy,
+        // An L0 run exports the shrunk network: its accuracy is the one that ships.
+        test_accuracy: s
+            .shrunk
+            .as_ref()
+            .map_or(s.test_accuracy, |k| k.test_accuracy),
         sparsity: s.sparsity.sparsity,
         params_total: s.params_total,
         params_nonzero: s.params_nonzero,
@@ -253,6 +277,11 @@ fn build_report(
         epoch_seconds: s.history.iter().map(|r| r.seconds).collect(),
         dense_macs: s.dense_macs,
         sparse_macs: 0,
+        architecture_before: architecture(&s.widths),
+        architecture: architecture(s.shrunk.as_ref().map_or(&s.widths, |k| &k.widths)),
+        macs_before: s.dense_macs,
+        macs_after: 0,
+        params_after: 0,
         history: s.history.clone(),
         data: data.dir.display().to_string(),
         train_examples: if recipe.train_limit > 0 {
@@ -277,6 +306,7 @@ fn report_md(r: &Report) -> String {
     let mut s = format!(
         "# {} ({})\n\nRecipe `{}`, seed {}, {} epochs on {} training images; test set {} images from `{}`.\n\n\
          | test accuracy | sparsity (prunable weights) | nonzero / total params | MACs per example, nonzero / dense |\n|---|---|---|---|\n| {:.2} % | {:.2} % | {} / {} | {} / {} |\n\n\
+         Architecture {} (trained) -> {} (exported); MACs per example {} -> {}; parameters {} -> {}.\n\n\
          ## Per layer\n\n| layer | shape (burn layout) | sparsity |\n|---|---|---|\n",
         r.model,
         r.method,
@@ -291,7 +321,13 @@ fn report_md(r: &Report) -> String {
         r.params_nonzero,
         r.params_total,
         r.sparse_macs,
-        r.dense_macs
+        r.dense_macs,
+        r.architecture_before,
+        r.architecture,
+        r.macs_before,
+        r.macs_after,
+        r.params_total,
+        r.params_after
     );
     for l in &r.per_layer {
         s.push_str(&format!(

@@ -1,4 +1,11 @@
-//! LeNet-300-100 and the Caffe LeNet-5 (the variants of Han et al. 2015 and Louizos et al. 2018).
+//! LeNet-300-100 and the Caffe LeNet-5 (the variants of Han et al. 2015 and Louizos et al. 2018),
+//! optionally with L0 hard-concrete gates on their hidden units (see [`super::gates`]).
+//!
+//! Gate placement: LeNet-300-100 gates the 300 and 100 hidden neurons after their ReLU; LeNet-5
+//! gates conv1's 20 and conv2's 50 output channels after their max-pool, and fc1's 500 neurons
+//! after their ReLU. Gates are non-negative, so a gate after a pool or a ReLU commutes with it, and
+//! [`Classifier::shrunk`] folds every gate into the consumer of its unit and removes the units
+//! whose gate is 0: an exact rewrite of the gated network in evaluation mode.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -7,6 +14,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::gates::{surviving, HardConcrete};
+use super::shrink::{conv_inputs, conv_outputs, flattened, linear_inputs, linear_outputs};
 use super::Classifier;
 
 /// 784-300-100-10 with ReLU.
@@ -15,6 +24,15 @@ pub struct Lenet300 {
     pub fc1: Linear,
     pub fc2: Linear,
     pub fc3: Linear,
+    /// L0 gates on the two hidden layers (recipes with `[l0]`).
+    pub gates: Option<Lenet300Gates>,
+}
+
+/// Hard-concrete gates of LeNet-300-100's hidden neurons.
+#[derive(Module, Debug)]
+pub struct Lenet300Gates {
+    pub h1: HardConcrete,
+    pub h2: HardConcrete,
 }
 
 impl Lenet300 {
@@ -23,19 +41,119 @@ impl Lenet300 {
             fc1: LinearConfig::new(784, 300).init(device),
             fc2: LinearConfig::new(300, 100).init(device),
             fc3: LinearConfig::new(100, 10).init(device),
+            gates: None,
         }
     }
+
+    /// With a hard-concrete gate on every hidden neuron, each initially dropped with
+    /// probability `droprate_init`.
+    pub fn with_l0_gates(device: &Device, droprate_init: f64) -> Self {
+        let mut m = Self::new(device);
+        m.gates = Some(Lenet300Gates {
+            h1: HardConcrete::new(300, droprate_init, device),
+            h2: HardConcrete::new(100, droprate_init, device),
+        });
+        m
+    }
+
+    fn run(&self, images: Tensor<2>, train: bool) -> Tensor<2> {
+        let g = self.gates.as_ref();
+        let x = relu(self.fc1.forward(images));
+        let x = gate2(x, g.map(|g| &g.h1), train);
+        let x = relu(self.fc2.forward(x));
+        let x = gate2(x, g.map(|g| &g.h2), train);
+        self.fc3.forward(x)
+    }
+}
+
+fn linear_dims(l: &Linear) -> [usize; 2] {
+    l.weight.val().dims()
+}
+
+fn conv_dims(c: &Conv2d) -> [usize; 4] {
+    c.weight.val().dims()
+}
+
+/// `x [b, n]` times its gates: sampled per example in training, deterministic otherwise.
+/// Deterministic gates are detached from the autodiff graph, so a forward pass in evaluation
+/// mode inside training (L0 fine-tuning) trains the weights and leaves the gates fixed.
+fn gate2(x: Tensor<2>, gates: Option<&HardConcrete>, train: bool) -> Tensor<2> {
+    match gates {
+        None => x,
+        Some(g) if train => {
+            let b = x.dims()[0];
+            x * g.sample(b)
+        }
+        Some(g) => x * g.deterministic().detach().unsqueeze_dim::<2>(0),
+    }
+}
+
+/// `x [b, c, h, w]` times per-channel gates.
+fn gate4(x: Tensor<4>, gates: Option<&HardConcrete>, train: bool) -> Tensor<4> {
+    let [b, c, _, _] = x.dims();
+    match gates {
+        None => x,
+        Some(g) if train => x * g.sample(b).reshape([b, c, 1, 1]),
+        Some(g) => x * g.deterministic().detach().reshape([1, c, 1, 1]),
+    }
+}
+
+/// Σ over gates of `P(z ≠ 0)` times the parameters the gate's unit carries.
+fn weighted(gates: &[(&HardConcrete, usize)]) -> Option<Tensor<1>> {
+    gates
+        .iter()
+        .map(|(g, size)| g.prob_nonzero().sum() * (*size as f64))
+        .reduce(|a, b| a + b)
 }
 
 impl Classifier for Lenet300 {
     fn forward(&self, images: Tensor<2>) -> Tensor<2> {
-        let x = relu(self.fc1.forward(images));
-        let x = relu(self.fc2.forward(x));
-        self.fc3.forward(x)
+        self.run(images, false)
+    }
+
+    fn forward_train(&self, images: Tensor<2>) -> Tensor<2> {
+        self.run(images, true)
     }
 
     fn dense_macs(&self) -> usize {
-        784 * 300 + 300 * 100 + 100 * 10
+        [&self.fc1, &self.fc2, &self.fc3]
+            .iter()
+            .map(|l| linear_dims(l).iter().product::<usize>())
+            .sum()
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let [input, _] = linear_dims(&self.fc1);
+        let mut w = vec![input];
+        w.extend(
+            [&self.fc1, &self.fc2, &self.fc3]
+                .iter()
+                .map(|l| linear_dims(l)[1]),
+        );
+        w
+    }
+
+    fn expected_l0(&self) -> Option<Tensor<1>> {
+        let g = self.gates.as_ref()?;
+        let [in1, _] = linear_dims(&self.fc1);
+        let [in2, out2] = linear_dims(&self.fc2);
+        let [_, out3] = linear_dims(&self.fc3);
+        // A hidden neuron carries its fan-in, its bias and its fan-out.
+        weighted(&[(&g.h1, in1 + 1 + out2), (&g.h2, in2 + 1 + out3)])
+    }
+
+    fn shrunk(&self) -> Self {
+        let Some(g) = &self.gates else {
+            return self.clone();
+        };
+        let (z1, z2) = (g.h1.values(), g.h2.values());
+        let (k1, k2) = (surviving(&z1), surviving(&z2));
+        Self {
+            fc1: linear_outputs(&self.fc1, &k1),
+            fc2: linear_outputs(&linear_inputs(&self.fc2, &k1, &z1), &k2),
+            fc3: linear_inputs(&self.fc3, &k2, &z2),
+            gates: None,
+        }
     }
 }
 
@@ -48,7 +166,20 @@ pub struct Lenet5 {
     pub pool: MaxPool2d,
     pub fc1: Linear,
     pub fc2: Linear,
+    /// L0 gates on conv1's and conv2's channels and fc1's neurons (recipes with `[l0]`).
+    pub gates: Option<Lenet5Gates>,
 }
+
+/// Hard-concrete gates of LeNet-5's channels and hidden neurons.
+#[derive(Module, Debug)]
+pub struct Lenet5Gates {
+    pub c1: HardConcrete,
+    pub c2: HardConcrete,
+    pub f1: HardConcrete,
+}
+
+/// Spatial positions of conv2's pooled output (4 x 4), i.e. fc1 inputs per conv2 channel.
+const POOLED2: usize = 16;
 
 impl Lenet5 {
     pub fn new(device: &Device) -> Self {
@@ -58,22 +189,91 @@ impl Lenet5 {
             pool: MaxPool2dConfig::new([2, 2]).init(),
             fc1: LinearConfig::new(800, 500).init(device),
             fc2: LinearConfig::new(500, 10).init(device),
+            gates: None,
         }
+    }
+
+    /// With a hard-concrete gate on every channel and hidden neuron, each initially dropped with
+    /// probability `droprate_init`.
+    pub fn with_l0_gates(device: &Device, droprate_init: f64) -> Self {
+        let mut m = Self::new(device);
+        m.gates = Some(Lenet5Gates {
+            c1: HardConcrete::new(20, droprate_init, device),
+            c2: HardConcrete::new(50, droprate_init, device),
+            f1: HardConcrete::new(500, droprate_init, device),
+        });
+        m
+    }
+
+    fn run(&self, images: Tensor<2>, train: bool) -> Tensor<2> {
+        let g = self.gates.as_ref();
+        let [b, _] = images.dims();
+        let x = images.reshape([b, 1, 28, 28]);
+        let x = self.pool.forward(self.conv1.forward(x)); // [b, c1, 12, 12]
+        let x = gate4(x, g.map(|g| &g.c1), train);
+        let x = self.pool.forward(self.conv2.forward(x)); // [b, c2, 4, 4]
+        let x = gate4(x, g.map(|g| &g.c2), train);
+        let [_, c, h, w] = x.dims();
+        let x = x.reshape([b, c * h * w]);
+        let x = relu(self.fc1.forward(x));
+        let x = gate2(x, g.map(|g| &g.f1), train);
+        self.fc2.forward(x)
     }
 }
 
 impl Classifier for Lenet5 {
     fn forward(&self, images: Tensor<2>) -> Tensor<2> {
-        let [b, _] = images.dims();
-        let x = images.reshape([b, 1, 28, 28]);
-        let x = self.pool.forward(self.conv1.forward(x)); // [b, 20, 12, 12]
-        let x = self.pool.forward(self.conv2.forward(x)); // [b, 50, 4, 4]
-        let x = x.reshape([b, 800]);
-        let x = relu(self.fc1.forward(x));
-        self.fc2.forward(x)
+        self.run(images, false)
+    }
+
+    fn forward_train(&self, images: Tensor<2>) -> Tensor<2> {
+        self.run(images, true)
     }
 
     fn dense_macs(&self) -> usize {
-        20 * 25 * 24 * 24 + 50 * 20 * 25 * 8 * 8 + 800 * 500 + 500 * 10
+        let [c1, cin, k1h, k1w] = conv_dims(&self.conv1);
+        let [c2, _, k2h, k2w] = conv_dims(&self.conv2);
+        let [f_in, f_out] = linear_dims(&self.fc1);
+        let [_, out] = linear_dims(&self.fc2);
+        c1 * cin * k1h * k1w * 24 * 24 + c2 * c1 * k2h * k2w * 8 * 8 + f_in * f_out + f_out * out
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let [c1, cin, _, _] = conv_dims(&self.conv1);
+        let [c2, _, _, _] = conv_dims(&self.conv2);
+        let [_, f1] = linear_dims(&self.fc1);
+        let [_, out] = linear_dims(&self.fc2);
+        vec![cin, c1, c2, f1, out]
+    }
+
+    fn expected_l0(&self) -> Option<Tensor<1>> {
+        let g = self.gates.as_ref()?;
+        let [c1, cin, kh1, kw1] = conv_dims(&self.conv1);
+        let [c2, _, kh2, kw2] = conv_dims(&self.conv2);
+        let [f_in, f1] = linear_dims(&self.fc1);
+        let [_, out] = linear_dims(&self.fc2);
+        // A channel or neuron carries its filter (or fan-in), its bias, and what reads it.
+        weighted(&[
+            (&g.c1, cin * kh1 * kw1 + 1 + c2 * kh2 * kw2),
+            (&g.c2, c1 * kh2 * kw2 + 1 + POOLED2 * f1),
+            (&g.f1, f_in + 1 + out),
+        ])
+    }
+
+    fn shrunk(&self) -> Self {
+        let Some(g) = &self.gates else {
+            return self.clone();
+        };
+        let (z1, z2, z3) = (g.c1.values(), g.c2.values(), g.f1.values());
+        let (k1, k2, k3) = (surviving(&z1), surviving(&z2), surviving(&z3));
+        let (features, scale) = flattened(&k2, &z2, POOLED2);
+        Self {
+            conv1: conv_outputs(&self.conv1, &k1),
+            conv2: conv_outputs(&conv_inputs(&self.conv2, &k1, &z1), &k2),
+            pool: self.pool.clone(),
+            fc1: linear_outputs(&linear_inputs(&self.fc1, &features, &scale), &k3),
+            fc2: linear_inputs(&self.fc2, &k3, &z3),
+            gates: None,
+        }
     }
 }

@@ -3,10 +3,12 @@
 //! (Linear `[in, out]` in burn's layout, Conv2d `[out, in, kh, kw]`); biases and BatchNorm
 //! parameters are never pruned.
 
+pub mod gates;
 mod lenet;
 mod resnet;
+pub mod shrink;
 
-pub use lenet::{Lenet300, Lenet5};
+pub use lenet::{Lenet300, Lenet300Gates, Lenet5, Lenet5Gates};
 pub use resnet::{BasicBlock, ResNet};
 
 use burn::module::Module;
@@ -16,8 +18,40 @@ use burn::tensor::Tensor;
 pub trait Classifier: Module + Clone + std::fmt::Debug {
     /// Logits `[batch, 10]` from standardised images `[batch, 784]`.
     fn forward(&self, images: Tensor<2>) -> Tensor<2>;
-    /// Multiply-accumulates of one forward pass of one image, counting every weight.
+    /// The training-mode forward pass: L0 gates are sampled per example (see [`gates`]).
+    /// Models without stochastic parts use [`Classifier::forward`].
+    fn forward_train(&self, images: Tensor<2>) -> Tensor<2> {
+        self.forward(images)
+    }
+    /// Multiply-accumulates of one forward pass of one image, counting every weight, from the
+    /// layers' actual shapes (so a shrunk model counts fewer).
     fn dense_macs(&self) -> usize;
+    /// The input width followed by every layer's output width (neurons or channels), e.g.
+    /// `[784, 300, 100, 10]`; [`architecture`] writes it as `784-300-100-10`.
+    fn widths(&self) -> Vec<usize>;
+    /// The L0 penalty term: the expected number of parameters whose gate is not zero, in the
+    /// autodiff graph. `None` for a model without gates.
+    fn expected_l0(&self) -> Option<Tensor<1>> {
+        None
+    }
+    /// The evaluation-mode network with its gates folded in and the units whose gate is zero
+    /// physically removed: a smaller dense model with the same outputs. A model without gates
+    /// returns itself.
+    fn shrunk(&self) -> Self
+    where
+        Self: Sized,
+    {
+        self.clone()
+    }
+}
+
+/// `widths` joined by `-`, as papers write surviving architectures (`784-266-88-10`).
+pub fn architecture(widths: &[usize]) -> String {
+    widths
+        .iter()
+        .map(|w| w.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Names accepted in recipes.

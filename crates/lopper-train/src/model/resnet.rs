@@ -130,4 +130,13 @@ impl Classifier for ResNet {
         }
         macs + 64 * 10
     }
+
+    fn widths(&self) -> Vec<usize> {
+        let mut w = vec![1, self.stem.weight.val().dims()[0]];
+        for b in &self.blocks {
+            w.push(b.conv2.weight.val().dims()[0]);
+        }
+        w.push(self.fc.weight.val().dims()[1]);
+        w
+    }
 }

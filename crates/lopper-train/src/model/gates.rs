@@ -1,0 +1,199 @@
+//! Hard-concrete gates for L0 regularisation (Louizos, Welling & Kingma 2018, "Learning Sparse
+//! Neural Networks through L0 Regularization"), with the paper's β = 2/3, γ = −0.1, ζ = 1.1.
+//!
+//! One gate per unit (a neuron, or a channel of a convolution's output): its learned parameter is
+//! `log α`. In training, every example draws its own gate
+//! `z = clamp(sigmoid((ln u − ln(1 − u) + log α) / β) · (ζ − γ) + γ, 0, 1)`, `u ~ U(0, 1)`, so the
+//! gate is exactly 0 or 1 with positive probability and differentiable in between. At evaluation
+//! the gate is deterministic, `ẑ = clamp(sigmoid(log α) · (ζ − γ) + γ, 0, 1)`; a unit with `ẑ = 0`
+//! contributes nothing and is removed by the model's shrink. The penalty is the expected number
+//! of gates that are not zero, `P(z ≠ 0) = sigmoid(log α − β ln(−γ / ζ))`, weighted by the number
+//! of parameters each gate removes.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Distribution, Tensor};
+
+/// Temperature β of the concrete distribution.
+pub const BETA: f64 = 2.0 / 3.0;
+/// Lower end γ of the stretched interval.
+pub const GAMMA: f64 = -0.1;
+/// Upper end ζ of the stretched interval.
+pub const ZETA: f64 = 1.1;
+/// `u` is drawn from `[EPS, 1 − EPS)` so that `ln u` and `ln(1 − u)` stay finite.
+const EPS: f64 = 1e-6;
+
+/// A vector of hard-concrete gates, one per unit.
+#[derive(Module, Debug)]
+pub struct HardConcrete {
+    /// `log α`, one per unit `[n]`.
+    pub log_alpha: Param<Tensor<1>>,
+}
+
+impl HardConcrete {
+    /// `n` gates whose initial probability of being dropped (`1 − sigmoid(log α)`) is
+    /// `droprate_init`, with the paper's small N(·, 0.01) jitter so that units do not move in
+    /// lockstep.
+    pub fn new(n: usize, droprate_init: f64, device: &Device) -> Self {
+        let p = droprate_init.clamp(1e-3, 1.0 - 1e-3);
+        let mean = ((1.0 - p) / p).ln();
+        let log_alpha = Tensor::<1>::random([n], Distribution::Normal(mean, 1e-2), device);
+        Self {
+            log_alpha: Param::from_tensor(log_alpha),
+        }
+    }
+
+    /// The number of gates.
+    pub fn len(&self) -> usize {
+        self.log_alpha.val().dims()[0]
+    }
+
+    /// Whether there are no gates.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Training gates `[rows, n]`: an independent draw for every row (example).
+    pub fn sample(&self, rows: usize) -> Tensor<2> {
+        let la = self.log_alpha.val();
+        let n = la.dims()[0];
+        let u = Tensor::<2>::random(
+            [rows, n],
+            Distribution::Uniform(EPS, 1.0 - EPS),
+            &la.device(),
+        );
+        let logit = u.clone().log() - (u.neg() + 1.0).log() + la.unsqueeze_dim::<2>(0);
+        stretch(sigmoid(logit / BETA))
+    }
+
+    /// Evaluation gates `[n]`: deterministic, exactly 0 for units the shrink removes.
+    pub fn deterministic(&self) -> Tensor<1> {
+        stretch(sigmoid(self.log_alpha.val()))
+    }
+
+    /// `P(z ≠ 0)` per gate `[n]`, differentiable in `log α`.
+    pub fn prob_nonzero(&self) -> Tensor<1> {
+        let shift = BETA * (-GAMMA / ZETA).ln();
+        sigmoid(self.log_alpha.val() - shift)
+    }
+
+    /// The deterministic gates as plain numbers.
+    pub fn values(&self) -> Vec<f32> {
+        self.deterministic()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
+    }
+}
+
+fn stretch<const D: usize>(s: Tensor<D>) -> Tensor<D> {
+    (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+}
+
+/// The indices a shrink keeps: units whose deterministic gate is not zero. When every gate of a
+/// layer is zero the layer's output is all zeros; one unit (with gate 0, so it still contributes
+/// nothing) is kept so that the network stays well formed.
+pub fn surviving(gates: &[f32]) -> Vec<usize> {
+    let keep: Vec<usize> = (0..gates.len()).filter(|&i| gates[i] > 0.0).collect();
+    if keep.is_empty() && !gates.is_empty() {
+        vec![0]
+    } else {
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vec1(t: Tensor<1>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    fn gates_with(log_alpha: &[f32]) -> HardConcrete {
+        let device = Device::flex();
+        let t = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(log_alpha.to_vec(), [log_alpha.len()]),
+            &device,
+        );
+        HardConcrete {
+            log_alpha: Param::from_tensor(t),
+        }
+    }
+
+    #[test]
+    fn sampled_gates_match_the_hard_concrete_distribution() {
+        // For log α = a, P(z = 0) = P(s·(ζ−γ)+γ ≤ 0) = P(s ≤ −γ/(ζ−γ)) with
+        // s = sigmoid((logit u + a)/β): P(s ≤ t) = sigmoid(β·logit t − a).
+        Device::flex().seed(7);
+        let alphas = [-2.0f32, 0.0, 1.5];
+        let g = gates_with(&alphas);
+        let rows = 20_000;
+        let z = g
+            .sample(rows)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let logit = |t: f64| (t / (1.0 - t)).ln();
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        for (j, &a) in alphas.iter().enumerate() {
+            let col: Vec<f32> = (0..rows).map(|r| z[r * alphas.len() + j]).collect();
+            assert!(col.iter().all(|v| (0.0..=1.0).contains(v)));
+            let zeros = col.iter().filter(|v| **v == 0.0).count() as f64 / rows as f64;
+            let ones = col.iter().filter(|v| **v == 1.0).count() as f64 / rows as f64;
+            let t0 = -GAMMA / (ZETA - GAMMA);
+            let t1 = (1.0 - GAMMA) / (ZETA - GAMMA);
+            let p0 = sig(BETA * logit(t0) - a as f64);
+            let p1 = 1.0 - sig(BETA * logit(t1) - a as f64);
+            // 20 000 draws: the standard error of a frequency is at most 0.0036.
+            assert!(
+                (zeros - p0).abs() < 0.015,
+                "gate {j}: P(z=0) {zeros} vs {p0}"
+            );
+            assert!((ones - p1).abs() < 0.015, "gate {j}: P(z=1) {ones} vs {p1}");
+            // P(z ≠ 0) from the closed form used by the penalty.
+            let pnz = vec1(g.prob_nonzero())[j] as f64;
+            assert!(
+                (pnz - (1.0 - p0)).abs() < 1e-5,
+                "gate {j}: {pnz} vs {}",
+                1.0 - p0
+            );
+        }
+    }
+
+    #[test]
+    fn evaluation_gates_are_deterministic_and_clamped() {
+        let g = gates_with(&[-10.0, -2.3979, 0.0, 10.0]);
+        let a = vec1(g.deterministic());
+        let b = vec1(g.deterministic());
+        assert_eq!(a, b);
+        assert_eq!(a[0], 0.0);
+        // sigmoid(log α)·1.2 − 0.1 ≤ 0 exactly when sigmoid(log α) ≤ 1/12, log α ≤ −2.3979.
+        assert!(a[1] <= 1e-4);
+        assert!((a[2] - 0.5).abs() < 1e-6);
+        assert_eq!(a[3], 1.0);
+        assert_eq!(
+            surviving(&a),
+            vec![1, 2, 3]
+                .into_iter()
+                .filter(|&i| a[i] > 0.0)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(surviving(&[0.0, 0.0]), vec![0]);
+    }
+
+    #[test]
+    fn initial_drop_rate_is_honoured() {
+        let device = Device::flex();
+        device.seed(1);
+        let g = HardConcrete::new(1000, 0.2, &device);
+        let a = vec1(g.log_alpha.val());
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        assert!((mean - 4.0f32.ln()).abs() < 0.01, "{mean}");
+    }
+}

@@ -1,0 +1,117 @@
+//! Physical shrink of layers: keep a subset of a layer's output units, or keep a subset of its
+//! inputs while scaling each kept input. Together they remove a unit from a network exactly: the
+//! producer loses the unit's output (weights and bias), the consumer loses the matching inputs,
+//! and a per-unit gate `z` that multiplied the unit's activation is folded into the consumer's
+//! weights (`W (z ⊙ h) = (W diag z) h`).
+//!
+//! Layouts (burn): `Linear` weight `[in, out]`, bias `[out]`; `Conv2d` weight
+//! `[out, in, kh, kw]`, bias `[out]`.
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::nn::Linear;
+use burn::tensor::{Tensor, TensorData};
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+fn param<const D: usize>(like: &Tensor<D>, data: Vec<f32>, shape: [usize; D]) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::<D>::from_data(
+        TensorData::new(data, shape),
+        &like.device(),
+    ))
+}
+
+fn keep_bias(bias: &Option<Param<Tensor<1>>>, keep: &[usize]) -> Option<Param<Tensor<1>>> {
+    bias.as_ref().map(|b| {
+        let t = b.val();
+        let v = values(t.clone());
+        param(&t, keep.iter().map(|&o| v[o]).collect(), [keep.len()])
+    })
+}
+
+/// `l` with only the output units `keep` (in order).
+pub fn linear_outputs(l: &Linear, keep: &[usize]) -> Linear {
+    let w = l.weight.val();
+    let [fan_in, fan_out] = w.dims();
+    let v = values(w.clone());
+    let mut out = Vec::with_capacity(fan_in * keep.len());
+    for i in 0..fan_in {
+        out.extend(keep.iter().map(|&o| v[i * fan_out + o]));
+    }
+    Linear {
+        weight: param(&w, out, [fan_in, keep.len()]),
+        bias: keep_bias(&l.bias, keep),
+    }
+}
+
+/// `l` reading only the inputs `keep`, input `keep[k]` multiplied by `scale[keep[k]]`.
+pub fn linear_inputs(l: &Linear, keep: &[usize], scale: &[f32]) -> Linear {
+    let w = l.weight.val();
+    let [_, fan_out] = w.dims();
+    let v = values(w.clone());
+    let mut out = Vec::with_capacity(keep.len() * fan_out);
+    for &i in keep {
+        out.extend(
+            v[i * fan_out..(i + 1) * fan_out]
+                .iter()
+                .map(|x| x * scale[i]),
+        );
+    }
+    Linear {
+        weight: param(&w, out, [keep.len(), fan_out]),
+        bias: l.bias.clone(),
+    }
+}
+
+/// `c` with only the output channels `keep`.
+pub fn conv_outputs(c: &Conv2d, keep: &[usize]) -> Conv2d {
+    let w = c.weight.val();
+    let [_, cin, kh, kw] = w.dims();
+    let per = cin * kh * kw;
+    let v = values(w.clone());
+    let out: Vec<f32> = keep
+        .iter()
+        .flat_map(|&o| v[o * per..(o + 1) * per].iter().copied())
+        .collect();
+    let mut shrunk = c.clone();
+    shrunk.weight = param(&w, out, [keep.len(), cin, kh, kw]);
+    shrunk.bias = keep_bias(&c.bias, keep);
+    shrunk
+}
+
+/// `c` reading only the input channels `keep`, channel `keep[k]` multiplied by `scale[keep[k]]`.
+pub fn conv_inputs(c: &Conv2d, keep: &[usize], scale: &[f32]) -> Conv2d {
+    let w = c.weight.val();
+    let [cout, cin, kh, kw] = w.dims();
+    let k2 = kh * kw;
+    let v = values(w.clone());
+    let mut out = Vec::with_capacity(cout * keep.len() * k2);
+    for o in 0..cout {
+        for &i in keep {
+            let at = (o * cin + i) * k2;
+            out.extend(v[at..at + k2].iter().map(|x| x * scale[i]));
+        }
+    }
+    let mut shrunk = c.clone();
+    shrunk.weight = param(&w, out, [cout, keep.len(), kh, kw]);
+    shrunk
+}
+
+/// Expands kept channels to kept features of a channel-major flatten with `per` features per
+/// channel (`[c, h, w]` flattened to `c·h·w + …`), with each channel's scale repeated.
+pub fn flattened(keep: &[usize], scale: &[f32], per: usize) -> (Vec<usize>, Vec<f32>) {
+    let features: Vec<usize> = keep
+        .iter()
+        .flat_map(|&c| (c * per..(c + 1) * per).collect::<Vec<_>>())
+        .collect();
+    let mut s = vec![0.0f32; scale.len() * per];
+    for (c, &z) in scale.iter().enumerate() {
+        s[c * per..(c + 1) * per].fill(z);
+    }
+    (features, s)
+}
