@@ -282,9 +282,12 @@ fn run<M: Classifier>(
             if recipe.regularization.l1 > 0.0 {
                 loss = loss + l1_penalty(&model, device) * recipe.regularization.l1;
             }
-            if let (Some(l0), Some(expected), true) = (&recipe.l0, model.expected_l0(), gates_train)
-            {
-                loss = loss + expected * (l0.lambda / train_split.len() as f64);
+            // Only while the gates train: a penalty graph that no backward pass consumes would
+            // pile up in burn's autodiff bookkeeping.
+            if let Some(l0) = recipe.l0.as_ref().filter(|_| gates_train) {
+                if let Some(expected) = model.expected_l0() {
+                    loss = loss + expected * (l0.lambda / train_split.len() as f64);
+                }
             }
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
             if !loss_value.is_finite() {

@@ -66,9 +66,12 @@ impl HardConcrete {
         stretch(sigmoid(logit / BETA))
     }
 
-    /// Evaluation gates `[n]`: deterministic, exactly 0 for units the shrink removes.
+    /// Evaluation gates `[n]`: deterministic, exactly 0 for units the shrink removes. Detached
+    /// from the autodiff graph: nothing trains through them (L0 fine-tuning keeps the gates
+    /// fixed), and graph nodes that no backward pass consumes would pile up in burn's autodiff
+    /// bookkeeping and slow every later step.
     pub fn deterministic(&self) -> Tensor<1> {
-        stretch(sigmoid(self.log_alpha.val()))
+        stretch(sigmoid(self.log_alpha.val().detach()))
     }
 
     /// `P(z ≠ 0)` per gate `[n]`, differentiable in `log α`.

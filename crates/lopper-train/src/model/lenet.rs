@@ -75,8 +75,8 @@ fn conv_dims(c: &Conv2d) -> [usize; 4] {
 }
 
 /// `x [b, n]` times its gates: sampled per example in training, deterministic otherwise.
-/// Deterministic gates are detached from the autodiff graph, so a forward pass in evaluation
-/// mode inside training (L0 fine-tuning) trains the weights and leaves the gates fixed.
+/// Deterministic gates are detached (see [`HardConcrete::deterministic`]), so a forward pass in
+/// evaluation mode inside training (L0 fine-tuning) trains the weights and leaves the gates fixed.
 fn gate2(x: Tensor<2>, gates: Option<&HardConcrete>, train: bool) -> Tensor<2> {
     match gates {
         None => x,
@@ -84,7 +84,7 @@ fn gate2(x: Tensor<2>, gates: Option<&HardConcrete>, train: bool) -> Tensor<2> {
             let b = x.dims()[0];
             x * g.sample(b)
         }
-        Some(g) => x * g.deterministic().detach().unsqueeze_dim::<2>(0),
+        Some(g) => x * g.deterministic().unsqueeze_dim::<2>(0),
     }
 }
 
@@ -94,7 +94,7 @@ fn gate4(x: Tensor<4>, gates: Option<&HardConcrete>, train: bool) -> Tensor<4> {
     match gates {
         None => x,
         Some(g) if train => x * g.sample(b).reshape([b, c, 1, 1]),
-        Some(g) => x * g.deterministic().detach().reshape([1, c, 1, 1]),
+        Some(g) => x * g.deterministic().reshape([1, c, 1, 1]),
     }
 }
 
