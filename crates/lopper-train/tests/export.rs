@@ -2,6 +2,9 @@
 //! came from (eval mode: BatchNorm folded with non-trivial running statistics), for every zoo
 //! model, with masks applied, in sparse storage and at batch 1 and 4.
 
+mod common;
+use common::{burn_logits, input};
+
 use burn::tensor::{Device, Tensor, TensorData};
 use lopper_kernels::Dtype;
 use lopper_model::runtime::plan::{make_plan, PlanMode};
@@ -11,22 +14,6 @@ use lopper_train::model::{Classifier, Lenet300, Lenet5, ResNet};
 use lopper_train::prune::masks::prunable_layers;
 use lopper_train::prune::Masks;
 use rand::{Rng, SeedableRng};
-
-fn input(seed: u64, batch: usize) -> Vec<f32> {
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..batch * 784)
-        .map(|_| r.gen_range(-1.5f32..1.5))
-        .collect()
-}
-
-fn burn_logits<M: Classifier>(m: &M, x: &[f32], batch: usize) -> Vec<f32> {
-    let t = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [batch, 784]), &Device::flex());
-    m.forward(t)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
 
 /// Prunes 70 % of every prunable weight at random, runs a few training-mode forwards so
 /// BatchNorm running statistics move away from (0, 1), then checks the export.

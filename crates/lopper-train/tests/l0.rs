@@ -2,6 +2,9 @@
 //! mode (in burn and through the exported `.lop`), and a short real-data L0 training removes
 //! neurons while it learns. The real-data test needs Fashion-MNIST (see tests/training.rs).
 
+mod common;
+use common::{burn_logits, input};
+
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
@@ -15,22 +18,6 @@ use lopper_train::model::{Classifier, Lenet300, Lenet5};
 use lopper_train::trainer::{train, Silent, TrainOptions};
 use lopper_train::Recipe;
 use rand::{Rng, SeedableRng};
-
-fn input(seed: u64, batch: usize) -> Vec<f32> {
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..batch * 784)
-        .map(|_| r.gen_range(-1.5f32..1.5))
-        .collect()
-}
-
-fn logits<M: Classifier>(m: &M, x: &[f32], batch: usize) -> Vec<f32> {
-    let t = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [batch, 784]), &Device::flex());
-    m.forward(t)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
 
 /// Gates with a mix of exact zeros (log α ≪ −2.4), partial values and exact ones; unit 0 always
 /// survives and unit 1 is always removed.
@@ -89,8 +76,8 @@ fn check_shrink<M: Classifier + Export>(gated: M, expect_widths: Vec<usize>, wha
     );
     for batch in [1, 5] {
         let x = input(11 + batch as u64, batch);
-        let want = logits(&gated, &x, batch);
-        let burn_small = logits(&small, &x, batch);
+        let want = burn_logits(&gated, &x, batch);
+        let burn_small = burn_logits(&small, &x, batch);
         let e = max_rel_err(&burn_small, &want);
         assert!(e < 1e-5, "{what} batch {batch}: burn shrink error {e}");
         let plan = make_plan(&exported, "t", batch, 1, PlanMode::Stored).unwrap();
@@ -143,7 +130,7 @@ fn a_layer_whose_gates_are_all_zero_keeps_one_silent_unit() {
     let small = m.shrunk();
     assert_eq!(small.widths()[2], 1);
     let x = input(3, 2);
-    let e = max_rel_err(&logits(&small, &x, 2), &logits(&m, &x, 2));
+    let e = max_rel_err(&burn_logits(&small, &x, 2), &burn_logits(&m, &x, 2));
     assert!(e < 1e-5, "{e}");
 }
 

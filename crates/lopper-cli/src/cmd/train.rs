@@ -153,12 +153,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{}: test accuracy {:.2}%, sparsity {:.2}% ({} of {} prunable weights nonzero); model {} ({} bytes); reports in {}",
+            "{}: test accuracy {:.2}%, sparsity {:.2}% ({} of {} prunable weights nonzero); architecture {} -> {}, MACs {} -> {}; model {} ({} bytes); reports in {}",
             report.model,
             report.test_accuracy * 100.0,
             report.sparsity * 100.0,
             report.prunable_nonzero,
             report.prunable_total,
+            report.architecture_before,
+            report.architecture,
+            report.macs_before,
+            report.macs_after,
             report.model_file,
             report.model_file_bytes,
             args.out.display()
