@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
-use crate::model::{Classifier, Lenet300, Lenet5, ResNet, ZooModel};
+use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
 use crate::recipe::{OptimizerSpec, Recipe, RecipeError};
@@ -257,6 +257,13 @@ fn run<M: Classifier>(
         let order = epoch_order(train_split.len(), recipe.seed, epoch);
         let mut loss_sum = 0.0f64;
         let mut lr = 0.0;
+        // L0: gates train (sampled, penalised) until the last `finetune_epochs` epochs, which
+        // freeze them at their deterministic values with no penalty.
+        let l0_this_epoch = recipe
+            .l0
+            .as_ref()
+            .filter(|l| epoch + l.finetune_epochs < recipe.epochs);
+        let gates_frozen = recipe.l0.is_some() && l0_this_epoch.is_none();
         for (bi, chunk) in order.chunks(batch).enumerate() {
             let step = epoch * spe + bi;
             if let Some(target) = schedule.target_at(step, spe) {
@@ -268,12 +275,7 @@ fn run<M: Classifier>(
             }
             let (images, labels) = train_split.gather(chunk);
             let (x, y) = batch_tensors(images, labels, device);
-            // L0 fine-tuning: gates frozen at their deterministic values, no penalty.
-            let gates_train = recipe
-                .l0
-                .as_ref()
-                .is_some_and(|l| epoch + l.finetune_epochs < recipe.epochs);
-            let logits = if recipe.l0.is_some() && !gates_train {
+            let logits = if gates_frozen {
                 model.forward(x)
             } else {
                 model.forward_train(x)
@@ -284,7 +286,7 @@ fn run<M: Classifier>(
             }
             // Only while the gates train: a penalty graph that no backward pass consumes would
             // pile up in burn's autodiff bookkeeping.
-            if let Some(l0) = recipe.l0.as_ref().filter(|_| gates_train) {
+            if let Some(l0) = l0_this_epoch {
                 if let Some(expected) = model.expected_l0() {
                     loss = loss + expected * (l0.lambda / train_split.len() as f64);
                 }
@@ -452,12 +454,7 @@ pub fn evaluate<M: Classifier>(model: &M, split: &Split) -> f64 {
         let (images, labels) = split.gather(chunk);
         let b = labels.len();
         let x = Tensor::<2>::from_data(TensorData::new(images, [b, PIXELS]), &device);
-        let logits = model
-            .forward(x)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
+        let logits = floats(model.forward(x));
         for (row, &label) in logits.chunks(10).zip(&labels) {
             let pred = row
                 .iter()
@@ -478,12 +475,7 @@ pub fn count_params<M: Module>(model: &M) -> (usize, usize) {
     }
     impl ModuleVisitor for Count {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let v = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
+            let v = floats(param.val());
             self.total += v.len();
             self.nonzero += v.iter().filter(|x| **x != 0.0).count();
         }

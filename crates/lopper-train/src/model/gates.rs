@@ -43,16 +43,6 @@ impl HardConcrete {
         }
     }
 
-    /// The number of gates.
-    pub fn len(&self) -> usize {
-        self.log_alpha.val().dims()[0]
-    }
-
-    /// Whether there are no gates.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Training gates `[rows, n]`: an independent draw for every row (example).
     pub fn sample(&self, rows: usize) -> Tensor<2> {
         let la = self.log_alpha.val();
@@ -82,11 +72,7 @@ impl HardConcrete {
 
     /// The deterministic gates as plain numbers.
     pub fn values(&self) -> Vec<f32> {
-        self.deterministic()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default()
+        super::floats(self.deterministic())
     }
 }
 
@@ -108,14 +94,8 @@ pub fn surviving(gates: &[f32]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::floats as vec1;
     use super::*;
-
-    fn vec1(t: Tensor<1>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
 
     fn gates_with(log_alpha: &[f32]) -> HardConcrete {
         let device = Device::flex();
@@ -136,12 +116,8 @@ mod tests {
         let alphas = [-2.0f32, 0.0, 1.5];
         let g = gates_with(&alphas);
         let rows = 20_000;
-        let z = g
-            .sample(rows)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap();
+        let z = vec1(g.sample(rows));
+        assert_eq!(z.len(), rows * alphas.len());
         let logit = |t: f64| (t / (1.0 - t)).ln();
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         for (j, &a) in alphas.iter().enumerate() {

@@ -45,6 +45,15 @@ pub trait Classifier: Module + Clone + std::fmt::Debug {
     }
 }
 
+/// A tensor's values as `f32`, row-major. Empty if the backend cannot hand them over as `f32`
+/// (flex float tensors always can).
+pub fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
 /// `widths` joined by `-`, as papers write surviving architectures (`784-266-88-10`).
 pub fn architecture(widths: &[usize]) -> String {
     widths

@@ -12,12 +12,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
-}
+use super::floats as values;
 
 fn param<const D: usize>(like: &Tensor<D>, data: Vec<f32>, shape: [usize; D]) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::<D>::from_data(

@@ -53,11 +53,7 @@ pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
             }
             let t = param.val();
             let shape = t.dims().to_vec();
-            let values = t
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
+            let values = crate::model::floats(t);
             self.out.push(LayerInfo {
                 path,
                 id: param.id,
