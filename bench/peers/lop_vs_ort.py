@@ -206,6 +206,25 @@ def median_ns(fn, samples, min_sample_ns=20_000_000):
     return sorted(out)[len(out) // 2]
 
 
+def interleaved_ns(fns, samples, min_sample_ns=20_000_000):
+    """Medians of several callables timed in alternating samples, so noise hits them alike."""
+    inner = []
+    for fn in fns:
+        for _ in range(3):
+            fn()
+        t0 = time.perf_counter_ns()
+        fn()
+        inner.append(max(1, -(-min_sample_ns // max(time.perf_counter_ns() - t0, 1))))
+    out = [[] for _ in fns]
+    for _ in range(samples):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter_ns()
+            for _ in range(inner[i]):
+                fn()
+            out[i].append((time.perf_counter_ns() - t) / inner[i])
+    return [sorted(o)[len(o) // 2] for o in out]
+
+
 # ---------------------------------------------------------------- lopper
 
 def default_lopper():
@@ -270,10 +289,11 @@ def check(args, graph, blob):
     return summary
 
 
-def bench(args, graph, blob):
+def bench(args, graph, blob, base_blob=None):
     batches, threads = args.batch, args.threads
+    extra = ["--baseline", args.baseline] if args.baseline else []
     out = run_lopper([args.lopper, "bench", args.model, "--batch", ",".join(map(str, batches)),
-                      "--threads", ",".join(map(str, threads)), "--json"])
+                      "--threads", ",".join(map(str, threads)), "--json"] + extra)
     lop = {}
     for r in json_lines(out):
         if all(k in r for k in BENCH_KEYS) and ((r["batch"], r["threads"]) not in lop or r.get("regime") == "hot"):
@@ -284,11 +304,17 @@ def bench(args, graph, blob):
     name, shape = graph["input"]["name"], graph["input"]["shape"]
     rows = []
     for t in threads:
-        sess = ort_session(blob, t)  # one live session at a time: idle pools would steal cores
+        sess = ort_session(blob, t)  # one live session per model: idle pools would steal cores
+        base = ort_session(base_blob, t) if base_blob else None
         for b in batches:
             feeds = {name: rng.standard_normal((b, *shape), dtype=np.float32)}
             print(f"timing ORT: batch {b}, {t} thread(s)", file=sys.stderr)
-            ort_t = median_ns(lambda: sess.run(None, feeds), args.samples)
+            base_t = None
+            if base:
+                ort_t, base_t = interleaved_ns([lambda: sess.run(None, feeds), lambda: base.run(None, feeds)],
+                                               args.samples)
+            else:
+                ort_t = median_ns(lambda: sess.run(None, feeds), args.samples)
             r = lop.get((b, t), {})
             dense, sparse = r.get("dense_ns"), r.get("sparse_ns")
             rows.append(dict(batch=b, threads=t, ort_ns=ort_t, lopper_dense_ns=dense, lopper_sparse_ns=sparse,
@@ -297,7 +323,11 @@ def bench(args, graph, blob):
                              lopper_dense_over_ort=dense / ort_t if dense else None,
                              file_bytes=r.get("file_bytes", os.path.getsize(args.model)),
                              dense_file_bytes=r.get("dense_file_bytes"), onnx_bytes=len(blob), lopper_record=r))
-        del sess
+            if base:
+                rows[-1].update(ort_baseline_ns=base_t, ort_speedup_vs_baseline=base_t / ort_t,
+                                lopper_baseline_ns=r.get("baseline_ns"),
+                                lopper_speedup_vs_baseline=r.get("speedup_vs_baseline"))
+        del sess, base
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
     print(f"{'batch':>5} {'thr':>3} {'ORT dense ns':>13} {'lop dense ns':>13} {'lop sparse ns':>13} "
           f"{'ORT/lop-sparse':>14} {'lop-dense/ORT':>13} {'.lop B':>10} {'dense .lop B':>12} {'ONNX B':>10}")
@@ -306,6 +336,13 @@ def bench(args, graph, blob):
               f"{fmt(r['lopper_sparse_ns'], '13.0f')} {fmt(r['ort_over_lopper_sparse'], '13.2f')}x "
               f"{fmt(r['lopper_dense_over_ort'], '13.2f')} {r['file_bytes']:>10} "
               f"{fmt(r['dense_file_bytes'], '>12')} {r['onnx_bytes']:>10}")
+    if base_blob:
+        print(f"against the baseline {args.baseline} (each engine: baseline time / this model's time):")
+        for r in rows:
+            print(f"{r['batch']:>5} {r['threads']:>3}  ORT {r['ort_speedup_vs_baseline']:.2f}x "
+                  f"({r['ort_baseline_ns']:.0f} -> {r['ort_ns']:.0f} ns)  lopper "
+                  f"{fmt(r['lopper_speedup_vs_baseline'], '.2f')}x "
+                  f"({fmt(r['lopper_baseline_ns'], '.0f')} -> {fmt(r['lopper_sparse_ns'], '.0f')} ns)")
     return rows
 
 
@@ -446,6 +483,8 @@ def main():
     ap.add_argument("--seed", type=int, default=42, help="seed of the random inputs (default 42)")
     ap.add_argument("--samples", type=int, default=7, help="timing samples, each >= 20 ms (default 7)")
     ap.add_argument("--onnx-out", help="also save the dense ONNX model here")
+    ap.add_argument("--baseline", help="a second .lop with the same input (e.g. the unpruned network of a "
+                    "structurally pruned model): checked too, and timed interleaved in both engines")
     ap.add_argument("--json", help="write machine info, the check and the timing records here")
     ap.add_argument("--skip-check", action="store_true", help="only time")
     ap.add_argument("--skip-bench", action="store_true", help="only check correctness")
@@ -472,11 +511,22 @@ def main():
         if args.onnx_out:
             with open(args.onnx_out, "wb") as f:
                 f.write(blob)
-        result = dict(machine=machine_info(), model=args.model, lopper=args.lopper, check=None, records=[])
+        base_blob = None
+        if args.baseline:
+            bgraph, bweights, bvectors = load_lop(args.baseline)
+            if bgraph["input"]["shape"] != graph["input"]["shape"]:
+                raise Fail(f"--baseline {args.baseline}: input shape {bgraph['input']['shape']} differs from "
+                           f"{graph['input']['shape']}")
+            base_blob = build_onnx(bgraph, bweights, bvectors).SerializeToString()
+        result = dict(machine=machine_info(), model=args.model, baseline=args.baseline, lopper=args.lopper,
+                      check=None, records=[])
         if not args.skip_check:
             result["check"] = check(args, graph, blob)
+            if base_blob:
+                result["baseline_check"] = check(argparse.Namespace(**{**vars(args), "model": args.baseline}),
+                                                 bgraph, base_blob)
         if not args.skip_bench:
-            result["records"] = bench(args, graph, blob)
+            result["records"] = bench(args, graph, blob, base_blob)
         if args.json:
             with open(args.json + ".tmp", "w") as f:
                 json.dump(result, f, indent=1)

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
@@ -21,6 +20,7 @@ use lopper_model::{Graph, Model, ModelError, Node};
 use thiserror::Error;
 
 use crate::model::{BasicBlock, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
+use crate::structured::ChannelHistory;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -261,16 +261,24 @@ impl Export for ResNet {
     }
 }
 
-fn load<M: Module>(model: M, path: &Path) -> Result<M, ExportError> {
-    model.try_load_file(path).map_err(|e| ExportError::Load {
+/// Loads `path` into `model`, first replaying the structured prune events recorded in the
+/// `state.json` beside it (a structurally pruned checkpoint has smaller shapes).
+fn load<M: Classifier>(model: M, path: &Path) -> Result<M, ExportError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |message: String| ExportError::Load {
         path: path.display().to_string(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    let model = match ChannelHistory::from_dir(dir).map_err(fail)? {
+        Some(h) => h.replay(model).map_err(|e| fail(e.to_string()))?,
+        None => model,
+    };
+    model.try_load_file(path).map_err(|e| fail(e.to_string()))
 }
 
 /// Loads a checkpoint into the plain model, or, when the checkpoint holds L0 gates (a plain
 /// load refuses its extra tensors), into the gated one.
-fn load_either<M: Module>(plain: M, gated: M, path: &Path) -> Result<M, ExportError> {
+fn load_either<M: Classifier>(plain: M, gated: M, path: &Path) -> Result<M, ExportError> {
     match load(plain, path) {
         Ok(m) => Ok(m),
         Err(first) => load(gated, path).map_err(|_| first),

@@ -11,6 +11,7 @@ pub mod model;
 pub mod prune;
 pub mod recipe;
 pub mod sensitivity;
+pub mod structured;
 pub mod trainer;
 
 pub use recipe::Recipe;

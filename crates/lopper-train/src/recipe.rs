@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::model::ZooModel;
 use crate::prune::{Allocation, Criterion, Schedule};
+use crate::structured::StructuredSpec;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -55,6 +56,9 @@ pub struct Recipe {
     /// L0 regularisation with hard-concrete gates (`[l0]`); the trained model is shrunk.
     #[serde(default)]
     pub l0: Option<L0Spec>,
+    /// Structured pruning (`[structured]`): channels removed physically at the listed epochs.
+    #[serde(default)]
+    pub structured: Option<StructuredSpec>,
 }
 
 fn default_seed() -> u64 {
@@ -449,6 +453,24 @@ impl Recipe {
                 ));
             }
         }
+        if let Some(st) = &self.structured {
+            st.check(self.model, self.epochs)
+                .map_err(|(key, reason)| bad(&key, reason))?;
+            if self.l0.is_some() {
+                return Err(bad(
+                    "structured",
+                    "cannot be combined with [l0] (both remove units; pick one)".into(),
+                ));
+            }
+            if !matches!(self.pruning.schedule, Schedule::None) {
+                return Err(bad(
+                    "structured",
+                    "cannot be combined with a weight pruning schedule (the masks would not \
+                     survive the change of shapes); prune weights in a second recipe"
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -463,6 +485,27 @@ impl Recipe {
                         "no prunable layer of that name in {} (it has: {})",
                         self.model.name(),
                         layers.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every `[structured]` override names a prunable channel group of the model.
+    pub fn check_groups(&self, path: &Path, groups: &[String]) -> Result<(), RecipeError> {
+        let Some(st) = &self.structured else {
+            return Ok(());
+        };
+        for name in st.overrides.keys() {
+            if !groups.contains(name) {
+                return Err(RecipeError::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("structured.overrides.\"{name}\""),
+                    reason: format!(
+                        "no prunable channel group of that name in {} (it has: {})",
+                        self.model.name(),
+                        groups.join(", ")
                     ),
                 });
             }

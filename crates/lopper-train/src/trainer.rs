@@ -19,6 +19,8 @@ use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
 use crate::recipe::{OptimizerSpec, Recipe, RecipeError};
+use crate::structured::event::{gamma_l1, prune_event, ShrinkEvent, TaylorData};
+use crate::structured::{channel_count, ChannelHistory, ReplayError};
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -32,6 +34,12 @@ pub enum TrainError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Replay {
+        path: PathBuf,
+        #[source]
+        source: ReplayError,
     },
     #[error(
         "loss became {loss} at epoch {epoch}, step {step} (learning rate too high?); training stopped. \
@@ -54,7 +62,8 @@ pub struct EpochRecord {
     pub sparsity: f64,
     pub seconds: f64,
     pub lr: f64,
-    /// With L0 gates: the widths of the network the gates leave (see [`Classifier::widths`]).
+    /// With L0 gates: the widths of the network the gates leave; with structured pruning: the
+    /// widths after this epoch's events (see [`Classifier::widths`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub widths: Option<Vec<usize>>,
 }
@@ -69,6 +78,8 @@ pub trait Observer {
     /// `kept` is the number of weights the masks keep afterwards, `changed` how many entries
     /// changed state.
     fn on_regrow(&mut self, _step: usize, _fraction: f64, _kept: usize, _changed: usize) {}
+    /// A structured prune event removed channels physically.
+    fn on_shrink(&mut self, _epoch: usize, _event: &ShrinkEvent) {}
 }
 
 /// An observer that does nothing.
@@ -97,20 +108,26 @@ pub struct TrainSummary {
     pub params_total: usize,
     pub params_nonzero: usize,
     pub dense_macs: usize,
-    /// Layer widths of the trained network (input first).
+    /// Layer widths of the network before any unit was removed (input first).
     pub widths: Vec<usize>,
-    /// With L0 gates: the shrunk network (units with a zero gate removed, gates folded in).
+    /// With L0 gates: the shrunk network (units with a zero gate removed, gates folded in);
+    /// with structured pruning: the network the prune events left.
     pub shrunk: Option<ShrinkSummary>,
+    /// Hidden neurons and channels (the prunable channel groups) before any was removed and
+    /// in the network that ships (after an L0 or structured shrink).
+    pub channels_before: usize,
+    pub channels_after: usize,
     pub checkpoint: PathBuf,
 }
 
-/// The physically smaller network an L0 run leaves.
+/// The physically smaller network an L0 or structured run leaves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShrinkSummary {
     pub widths: Vec<usize>,
     pub dense_macs: usize,
     pub params_total: usize,
-    /// Test accuracy of the shrunk network itself (equals the gated network's up to rounding).
+    /// Test accuracy of the shrunk network itself (for L0 it equals the gated network's up to
+    /// rounding).
     pub test_accuracy: f64,
 }
 
@@ -122,6 +139,9 @@ struct State {
     next_epoch: usize,
     history: Vec<EpochRecord>,
     prune_events: u64,
+    /// Structured prune events so far: resume and export replay them to rebuild the shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channels: Option<ChannelHistory>,
 }
 
 const MODEL_FILE: &str = "model.bpk";
@@ -208,6 +228,17 @@ fn run<M: Classifier>(
         .map(|l| l.path)
         .collect();
     recipe.check_layers(&opts.recipe_path, &layer_names)?;
+    let groups_before = model.channel_groups();
+    let group_names: Vec<String> = groups_before
+        .iter()
+        .filter(|g| g.prunable)
+        .map(|g| g.name.clone())
+        .collect();
+    recipe.check_groups(&opts.recipe_path, &group_names)?;
+    // The full-size network, before any unit is removed (an L0 model's gates only hide units).
+    let widths_before = model.widths();
+    let macs_before = model.dense_macs();
+    let channels_before = channel_count(&groups_before);
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| TrainError::Io {
         path: opts.out_dir.clone(),
         source,
@@ -238,6 +269,7 @@ fn run<M: Classifier>(
         next_epoch: 0,
         history: Vec::new(),
         prune_events: 0,
+        channels: None,
     };
     let ckpt = opts.out_dir.join(MODEL_FILE);
     if opts.resume {
@@ -264,6 +296,29 @@ fn run<M: Classifier>(
             .as_ref()
             .filter(|l| epoch + l.finetune_epochs < recipe.epochs);
         let gates_frozen = recipe.l0.is_some() && l0_this_epoch.is_none();
+        let mut slimming = 0.0;
+        if let Some(st) = &recipe.structured {
+            let done = state.channels.as_ref().map_or(0, |h| h.events.len());
+            if let Some(k) = st.at_epochs.iter().position(|&e| e == epoch) {
+                if k >= done {
+                    let history = state.channels.get_or_insert_with(ChannelHistory::default);
+                    let data = TaylorData {
+                        split: &train_split,
+                        order: &order,
+                        batch,
+                        device,
+                    };
+                    let event;
+                    (model, event) = prune_event(model, st, k, history, data);
+                    // The optimizer's state belongs to the removed shapes: start it afresh.
+                    optim = optimizer(&recipe.optimizer);
+                    obs.on_shrink(epoch, &event);
+                }
+            }
+            if st.at_epochs.last().is_some_and(|&last| epoch < last) {
+                slimming = st.slimming;
+            }
+        }
         for (bi, chunk) in order.chunks(batch).enumerate() {
             let step = epoch * spe + bi;
             if let Some(target) = schedule.target_at(step, spe) {
@@ -283,6 +338,9 @@ fn run<M: Classifier>(
             let mut loss = loss_fn.forward(logits, y);
             if recipe.regularization.l1 > 0.0 {
                 loss = loss + l1_penalty(&model, device) * recipe.regularization.l1;
+            }
+            if slimming > 0.0 {
+                loss = loss + gamma_l1(&model, device) * slimming;
             }
             // Only while the gates train: a penalty graph that no backward pass consumes would
             // pile up in burn's autodiff bookkeeping.
@@ -340,7 +398,8 @@ fn run<M: Classifier>(
             sparsity,
             seconds: started.elapsed().as_secs_f64(),
             lr,
-            widths: recipe.l0.is_some().then(|| model.shrunk().widths()),
+            widths: (recipe.l0.is_some() || recipe.structured.is_some())
+                .then(|| model.shrunk().widths()),
         };
         obs.on_epoch(&record);
         state.history.push(record);
@@ -374,7 +433,7 @@ fn run<M: Classifier>(
     }
     let sparsity = measure_sparsity(&model);
     let (params_total, params_nonzero) = count_params(&model);
-    let shrunk = recipe.l0.is_some().then(|| {
+    let shrunk = (recipe.l0.is_some() || recipe.structured.is_some()).then(|| {
         let small = model.valid().shrunk();
         ShrinkSummary {
             widths: small.widths(),
@@ -383,6 +442,7 @@ fn run<M: Classifier>(
             test_accuracy: evaluate(&small, &test_split),
         }
     });
+    let channels_after = channel_count(&model.shrunk().channel_groups());
     Ok(TrainSummary {
         test_accuracy: state
             .history
@@ -392,9 +452,11 @@ fn run<M: Classifier>(
         sparsity,
         params_total,
         params_nonzero,
-        dense_macs: model.dense_macs(),
-        widths: model.widths(),
+        dense_macs: macs_before,
+        widths: widths_before,
         shrunk,
+        channels_before,
+        channels_after,
         checkpoint: ckpt,
     })
 }
@@ -532,7 +594,7 @@ fn save_checkpoint<M: Module>(
 
 /// Restores model, optimizer state, masks (the zero pattern of the prunable weights) and loop
 /// state from a checkpoint folder.
-fn resume<M: Module>(
+fn resume<M: Classifier>(
     model: M,
     optim: burn::optim::ModuleOptimizer,
     dir: &Path,
@@ -548,6 +610,14 @@ fn resume<M: Module>(
     })?;
     let state: State = serde_json::from_str(&text)
         .map_err(|e| err(&state_path, format!("not a lopper training state: {e}")))?;
+    // A structurally pruned checkpoint has smaller shapes than the fresh model.
+    let model = match &state.channels {
+        Some(h) => h.replay(model).map_err(|source| TrainError::Replay {
+            path: state_path.clone(),
+            source,
+        })?,
+        None => model,
+    };
     let model_path = dir.join(MODEL_FILE);
     let model = model
         .try_load_file(&model_path)

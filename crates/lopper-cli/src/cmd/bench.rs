@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// Also write the JSON records to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Model files: a second model with the same input and output (e.g. the unpruned network
+    /// of a structurally pruned one), timed under its own plan in the same run, interleaved;
+    /// records gain `baseline_ns` and `speedup_vs_baseline`.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
 }
 
 /// The batch sizes (`default_batch` unless `--batch`) and thread counts (1,2 unless

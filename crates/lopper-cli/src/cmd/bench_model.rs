@@ -48,6 +48,14 @@ pub struct ModelRecord {
     /// single-format choice.
     pub planned_vs_best_uniform: Option<f64>,
     pub plan_from_cache: bool,
+    /// With `--baseline`: that model's file, its time under its own measured plan, and
+    /// `baseline_ns / sparse_ns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speedup_vs_baseline: Option<f64>,
     pub rounds: usize,
     pub cpu: String,
     pub date: String,
@@ -102,7 +110,8 @@ fn time_interleaved(exs: &mut [Executor], x: &[f32], spec: TimingSpec) -> anyhow
 }
 
 /// Benchmarks `loaded` at one batch size and thread count. `dense_file_bytes` is the size of the
-/// densified model's file.
+/// densified model's file. A `baseline` model is timed under its own measured plan in the same
+/// interleaved rounds.
 pub fn bench_model(
     loaded: &Loaded,
     batch: usize,
@@ -110,6 +119,7 @@ pub fn bench_model(
     spec: TimingSpec,
     dense_file_bytes: u64,
     with_uniform: bool,
+    baseline: Option<&Loaded>,
 ) -> anyhow::Result<ModelRecord> {
     let model = &loaded.model;
     let (sparse_plan, cached) = loaded.plan(batch, threads, PlanMode::Measured)?;
@@ -118,6 +128,11 @@ pub fn bench_model(
         Executor::new(model, &dense_plan)?,
         Executor::new(model, &sparse_plan)?,
     ];
+    if let Some(b) = baseline {
+        let (plan, _) = b.plan(batch, threads, PlanMode::Measured)?;
+        exs.push(Executor::new(&b.model, &plan)?);
+    }
+    let first_uniform = exs.len();
     let mut formats: Vec<String> = Vec::new();
     if with_uniform {
         formats = sparse_plan.uniform_formats();
@@ -131,7 +146,7 @@ pub fn bench_model(
     let t = time_interleaved(&mut exs, &x, spec)?;
     let uniform: Vec<Uniform> = formats
         .iter()
-        .zip(&t[2..])
+        .zip(&t[first_uniform..])
         .map(|(f, &ns)| Uniform {
             format: f.clone(),
             ns,
@@ -153,6 +168,9 @@ pub fn bench_model(
         planned_vs_best_uniform: best_uniform.is_finite().then(|| t[1] / best_uniform),
         uniform,
         plan_from_cache: cached,
+        baseline_model: baseline.map(|b| b.path.display().to_string()),
+        baseline_ns: baseline.map(|_| t[2]),
+        speedup_vs_baseline: baseline.map(|_| t[2] / t[1]),
         rounds: spec.rounds,
         cpu: cpu_model(),
         date: utc_date(),
@@ -193,6 +211,25 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
         min_sample_ns: if args.quick { 2_000_000 } else { 5_000_000 },
     };
     let dense_bytes = dense_file_bytes(&loaded)?;
+    let baseline = match &args.baseline {
+        Some(p) => {
+            let b = super::model_io::load(p)?;
+            let (a, bb) = (&loaded.model.graph, &b.model.graph);
+            if a.input_len() != bb.input_len() || a.labels.len() != bb.labels.len() {
+                anyhow::bail!(
+                    "--baseline {}: its input ({} values) or labels ({}) differ from {}'s ({}, {})",
+                    p.display(),
+                    bb.input_len(),
+                    bb.labels.len(),
+                    path.display(),
+                    a.input_len(),
+                    a.labels.len()
+                );
+            }
+            Some(b)
+        }
+        None => None,
+    };
     eprintln!(
         "lopper bench {}: {} | isa {} | {} rounds, median per call",
         path.display(),
@@ -209,7 +246,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
     let mut records = Vec::new();
     for &b in &batches {
         for &t in &threads {
-            let r = bench_model(&loaded, b, t, spec, dense_bytes, true)?;
+            let r = bench_model(&loaded, b, t, spec, dense_bytes, true, baseline.as_ref())?;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -229,6 +266,14 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                         .map_or("-".into(), |v| format!("{v:.2}")),
                     plan.join(" ")
                 );
+                if let (Some(ns), Some(x)) = (r.baseline_ns, r.speedup_vs_baseline) {
+                    println!(
+                        "{:>6} {:>7} baseline {:.2} us: {x:.2}x faster than the baseline",
+                        b,
+                        t,
+                        ns / 1e3
+                    );
+                }
             }
             if args.profile {
                 print_profile(&loaded, b, t)?;

@@ -206,7 +206,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let dense_bytes = dense_file_bytes(&loaded)?;
         let mut bench = Vec::new();
         for batch in [1, 64] {
-            bench.push(bench_model(&loaded, batch, 1, spec, dense_bytes, false)?);
+            bench.push(bench_model(
+                &loaded,
+                batch,
+                1,
+                spec,
+                dense_bytes,
+                false,
+                None,
+            )?);
         }
         out_rows.push(Row {
             file: name,

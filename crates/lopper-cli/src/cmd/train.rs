@@ -9,6 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lopper_train::data::mnist;
 use lopper_train::model::architecture;
+use lopper_train::structured::event::ShrinkEvent;
 use lopper_train::trainer::{train, EpochRecord, Observer, TrainOptions, TrainSummary};
 use lopper_train::Recipe;
 use serde::Serialize;
@@ -69,8 +70,13 @@ pub struct Report {
     /// nonzero weights of the exported, possibly shrunk, model).
     pub macs_before: usize,
     pub macs_after: usize,
-    /// Parameters of the exported model (all weights and biases; after the shrink for L0).
+    /// Parameters of the exported model (all weights and biases; after the shrink for L0 and
+    /// structured pruning).
     pub params_after: usize,
+    /// Hidden neurons and channels (the prunable channel groups) before and after L0 or
+    /// structured pruning; equal for other methods.
+    pub channels_before: usize,
+    pub channels_after: usize,
     pub history: Vec<EpochRecord>,
     pub data: String,
     pub train_examples: usize,
@@ -121,12 +127,27 @@ impl Observer for Bar {
                 r.seconds
             );
             let line = match &r.widths {
-                Some(w) => format!("{line}  gates leave {}", architecture(w)),
+                Some(w) => format!("{line}  architecture {}", architecture(w)),
                 None => line,
             };
             self.bar.suspend(|| eprintln!("{line}"));
         }
         self.last = Some(r.clone());
+    }
+    fn on_shrink(&mut self, epoch: usize, e: &ShrinkEvent) {
+        if !self.quiet {
+            self.bar.suspend(|| {
+                eprintln!(
+                    "  epoch {}: structured prune {} to {:.0}% removed: channels {} -> {}, architecture {}",
+                    epoch + 1,
+                    e.event + 1,
+                    e.ratio * 100.0,
+                    e.channels_before,
+                    e.channels_after,
+                    architecture(&e.widths)
+                )
+            });
+        }
     }
     fn on_prune(&mut self, step: usize, target: f64) {
         // Milestones only (every 5 points); a schedule's first event at 0 % prunes nothing.
@@ -254,6 +275,7 @@ fn build_report(
 ) -> Report {
     let method = match &recipe.pruning.schedule {
         _ if recipe.l0.is_some() => "l0".to_string(),
+        _ if recipe.structured.is_some() => "structured".to_string(),
         lopper_train::prune::Schedule::None if recipe.regularization.l1 > 0.0 => "l1".to_string(),
         lopper_train::prune::Schedule::None => "dense".to_string(),
         other => match &recipe.pruning.pattern {
@@ -267,7 +289,7 @@ fn build_report(
         method,
         seed: recipe.seed,
         epochs: recipe.epochs,
-        // An L0 run exports the shrunk network: its accuracy is the one that ships.
+        // An L0 or structured run exports the shrunk network: its accuracy is the one that ships.
         test_accuracy: s
             .shrunk
             .as_ref()
@@ -286,6 +308,8 @@ fn build_report(
         macs_before: s.dense_macs,
         macs_after: 0,
         params_after: 0,
+        channels_before: s.channels_before,
+        channels_after: s.channels_after,
         history: s.history.clone(),
         data: data.dir.display().to_string(),
         train_examples: if recipe.train_limit > 0 {
@@ -310,7 +334,7 @@ fn report_md(r: &Report) -> String {
     let mut s = format!(
         "# {} ({})\n\nRecipe `{}`, seed {}, {} epochs on {} training images; test set {} images from `{}`.\n\n\
          | test accuracy | sparsity (prunable weights) | nonzero / total params | MACs per example, nonzero / dense |\n|---|---|---|---|\n| {:.2} % | {:.2} % | {} / {} | {} / {} |\n\n\
-         Architecture {} (trained) -> {} (exported); MACs per example {} -> {}; parameters {} -> {}.\n\n\
+         Architecture {} (trained) -> {} (exported); hidden neurons and channels {} -> {}; MACs per example {} -> {}; parameters {} -> {}.\n\n\
          ## Per layer\n\n| layer | shape (burn layout) | sparsity |\n|---|---|---|\n",
         r.model,
         r.method,
@@ -328,6 +352,8 @@ fn report_md(r: &Report) -> String {
         r.dense_macs,
         r.architecture_before,
         r.architecture,
+        r.channels_before,
+        r.channels_after,
         r.macs_before,
         r.macs_after,
         r.params_total,

@@ -15,8 +15,12 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::gates::{surviving, HardConcrete};
-use super::shrink::{conv_inputs, conv_outputs, flattened, linear_inputs, linear_outputs};
+use super::shrink::{
+    conv_inputs, conv_keep, conv_outputs, flattened, linear_inputs, linear_keep, linear_outputs,
+};
 use super::Classifier;
+use crate::structured::graph::GraphBuilder;
+use crate::structured::{Group, LayerKeep};
 
 /// 784-300-100-10 with ReLU.
 #[derive(Module, Debug)]
@@ -155,6 +159,32 @@ impl Classifier for Lenet300 {
             gates: None,
         }
     }
+
+    fn channel_groups(&self) -> Vec<Group> {
+        if self.gates.is_some() {
+            return self.shrunk().channel_groups();
+        }
+        let (mut g, x) = GraphBuilder::new(linear_dims(&self.fc1)[0]);
+        let h1 = g.layer("fc1", x, linear_dims(&self.fc1)[1]);
+        let h2 = g.layer("fc2", h1, linear_dims(&self.fc2)[1]);
+        let y = g.layer("fc3", h2, linear_dims(&self.fc3)[1]);
+        g.output(y);
+        g.groups()
+    }
+
+    fn shrink_channels(&self, keep: &LayerKeep) -> Self {
+        if self.gates.is_some() {
+            return self.shrunk().shrink_channels(keep);
+        }
+        let l =
+            |name: &str, layer: &Linear| linear_keep(layer, keep.input(name), keep.output(name));
+        Self {
+            fc1: l("fc1", &self.fc1),
+            fc2: l("fc2", &self.fc2),
+            fc3: l("fc3", &self.fc3),
+            gates: None,
+        }
+    }
 }
 
 /// Caffe LeNet-5: conv1 1→20 5x5, max-pool 2, conv2 20→50 5x5, max-pool 2, fc1 800→500, ReLU,
@@ -273,6 +303,39 @@ impl Classifier for Lenet5 {
             pool: self.pool.clone(),
             fc1: linear_outputs(&linear_inputs(&self.fc1, &features, &scale), &k3),
             fc2: linear_inputs(&self.fc2, &k3, &z3),
+            gates: None,
+        }
+    }
+
+    fn channel_groups(&self) -> Vec<Group> {
+        if self.gates.is_some() {
+            return self.shrunk().channel_groups();
+        }
+        let [c1, cin, _, _] = conv_dims(&self.conv1);
+        let [c2, _, _, _] = conv_dims(&self.conv2);
+        let (mut g, x) = GraphBuilder::new(cin);
+        let x = g.layer("conv1", x, c1);
+        let x = g.layer("conv2", x, c2);
+        let x = g.flatten(x, POOLED2);
+        let x = g.layer("fc1", x, linear_dims(&self.fc1)[1]);
+        let y = g.layer("fc2", x, linear_dims(&self.fc2)[1]);
+        g.output(y);
+        g.groups()
+    }
+
+    fn shrink_channels(&self, keep: &LayerKeep) -> Self {
+        if self.gates.is_some() {
+            return self.shrunk().shrink_channels(keep);
+        }
+        let c = |name: &str, layer: &Conv2d| conv_keep(layer, keep.input(name), keep.output(name));
+        let l =
+            |name: &str, layer: &Linear| linear_keep(layer, keep.input(name), keep.output(name));
+        Self {
+            conv1: c("conv1", &self.conv1),
+            conv2: c("conv2", &self.conv2),
+            pool: self.pool.clone(),
+            fc1: l("fc1", &self.fc1),
+            fc2: l("fc2", &self.fc2),
             gates: None,
         }
     }

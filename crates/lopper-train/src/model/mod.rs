@@ -43,6 +43,14 @@ pub trait Classifier: Module + Clone + std::fmt::Debug {
     {
         self.clone()
     }
+    /// The channel dependency groups (see [`crate::structured::graph`]). A model with L0 gates
+    /// describes its [`Classifier::shrunk`] network.
+    fn channel_groups(&self) -> Vec<crate::structured::Group>;
+    /// The network with only the channels `keep` names, per layer (a structural prune). A model
+    /// with L0 gates is shrunk first, so the result has no gates.
+    fn shrink_channels(&self, keep: &crate::structured::LayerKeep) -> Self
+    where
+        Self: Sized;
 }
 
 /// A tensor's values as `f32`, row-major. Empty if the backend cannot hand them over as `f32`

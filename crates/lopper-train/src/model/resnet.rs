@@ -4,6 +4,12 @@
 //! (ResNet-8: n = 1, ResNet-20: n = 3). Every convolution is followed by BatchNorm and has no
 //! bias. Where a block changes shape its shortcut is a 1x1 convolution with BatchNorm (option B),
 //! so each residual add joins two tensors of the same channel set.
+//!
+//! Structured pruning (see [`crate::structured`]) may leave any widths: every count here (MACs,
+//! widths, the channel groups) comes from the layers' actual shapes. The channel groups are one
+//! per block's inner channels (`blocks.i.conv1` → `bn1` → `conv2` inputs) and one residual group
+//! per stage (the stem or the projection, every `conv2` and every reader of the stage's output
+//! share one channel set).
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -11,7 +17,10 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::shrink::{batchnorm_keep, conv_keep, linear_keep};
 use super::Classifier;
+use crate::structured::graph::GraphBuilder;
+use crate::structured::{Group, LayerKeep};
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
     let pad = k / 2;
@@ -115,28 +124,94 @@ impl Classifier for ResNet {
     }
 
     fn dense_macs(&self) -> usize {
-        let n = self.blocks.len() / 3;
-        let mut macs = 16 * 9 * 28 * 28;
-        let mut cin = 16;
-        for (stage, (cout, side)) in [(16, 28), (32, 14), (64, 7)].into_iter().enumerate() {
-            for i in 0..n {
-                let area = side * side;
-                macs += cout * cin * 9 * area + cout * cout * 9 * area;
-                if stage > 0 && i == 0 {
-                    macs += cout * cin * area;
-                }
-                cin = cout;
+        // (macs, output side) of a convolution on a `side` x `side` input.
+        let conv = |c: &Conv2d, side: usize| {
+            let [cout, cin, kh, _] = c.weight.val().dims();
+            let pad = match c.padding {
+                PaddingConfig2d::Explicit(p, ..) => p,
+                _ => 0,
+            };
+            let out = (side + 2 * pad - kh) / c.stride[0] + 1;
+            (cout * cin * kh * kh * out * out, out)
+        };
+        let (mut macs, mut side) = conv(&self.stem, 28);
+        for b in &self.blocks {
+            let (m1, s1) = conv(&b.conv1, side);
+            let (m2, _) = conv(&b.conv2, s1);
+            macs += m1 + m2;
+            if let Some(p) = &b.shortcut {
+                macs += conv(&p.conv, side).0;
             }
+            side = s1;
         }
-        macs + 64 * 10
+        let [fan_in, fan_out] = self.fc.weight.val().dims();
+        macs + fan_in * fan_out
     }
 
+    /// Input channels, the stem, then each block's inner and output widths, then the classes.
     fn widths(&self) -> Vec<usize> {
-        let mut w = vec![1, self.stem.weight.val().dims()[0]];
+        let out = |c: &Conv2d| c.weight.val().dims()[0];
+        let mut w = vec![1, out(&self.stem)];
         for b in &self.blocks {
-            w.push(b.conv2.weight.val().dims()[0]);
+            w.push(out(&b.conv1));
+            w.push(out(&b.conv2));
         }
         w.push(self.fc.weight.val().dims()[1]);
         w
+    }
+
+    fn channel_groups(&self) -> Vec<Group> {
+        let out = |c: &Conv2d| c.weight.val().dims()[0];
+        let (mut g, x) = GraphBuilder::new(self.stem.weight.val().dims()[1]);
+        let x = g.layer("stem", x, out(&self.stem));
+        let mut x = g.norm("bn", x);
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("blocks.{i}");
+            let y = g.layer(&format!("{p}.conv1"), x, out(&b.conv1));
+            let y = g.norm(&format!("{p}.bn1"), y);
+            let y = g.layer(&format!("{p}.conv2"), y, out(&b.conv2));
+            let y = g.norm(&format!("{p}.bn2"), y);
+            let skip = match &b.shortcut {
+                Some(s) => {
+                    let s2 = g.layer(&format!("{p}.shortcut.conv"), x, out(&s.conv));
+                    g.norm(&format!("{p}.shortcut.bn"), s2)
+                }
+                None => x,
+            };
+            x = g.add(&[y, skip]);
+        }
+        // Global average pooling keeps the channels.
+        let y = g.layer("fc", x, self.fc.weight.val().dims()[1]);
+        g.output(y);
+        g.groups()
+    }
+
+    fn shrink_channels(&self, keep: &LayerKeep) -> Self {
+        let c = |name: &str, layer: &Conv2d| conv_keep(layer, keep.input(name), keep.output(name));
+        let n = |name: &str, bn: &BatchNorm| batchnorm_keep(bn, keep.norm(name));
+        let blocks = self
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let p = format!("blocks.{i}");
+                BasicBlock {
+                    conv1: c(&format!("{p}.conv1"), &b.conv1),
+                    bn1: n(&format!("{p}.bn1"), &b.bn1),
+                    conv2: c(&format!("{p}.conv2"), &b.conv2),
+                    bn2: n(&format!("{p}.bn2"), &b.bn2),
+                    shortcut: b.shortcut.as_ref().map(|s| Projection {
+                        conv: c(&format!("{p}.shortcut.conv"), &s.conv),
+                        bn: n(&format!("{p}.shortcut.bn"), &s.bn),
+                    }),
+                }
+            })
+            .collect();
+        Self {
+            stem: c("stem", &self.stem),
+            bn: n("bn", &self.bn),
+            blocks,
+            fc: linear_keep(&self.fc, keep.input("fc"), keep.output("fc")),
+        }
     }
 }

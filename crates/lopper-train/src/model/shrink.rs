@@ -5,11 +5,14 @@
 //! weights (`W (z ⊙ h) = (W diag z) h`).
 //!
 //! Layouts (burn): `Linear` weight `[in, out]`, bias `[out]`; `Conv2d` weight
-//! `[out, in, kh, kw]`, bias `[out]`.
+//! `[out, in, kh, kw]`, bias `[out]`; `BatchNorm` γ, β and running statistics `[channels]`.
+//!
+//! The `*_keep` forms take optional index lists (from structured pruning's
+//! [`crate::structured::LayerKeep`]) and leave a dimension whole when its list is absent.
 
-use burn::module::Param;
+use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::nn::Linear;
+use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Tensor, TensorData};
 
 use super::floats as values;
@@ -109,4 +112,53 @@ pub fn flattened(keep: &[usize], scale: &[f32], per: usize) -> (Vec<usize>, Vec<
         s[c * per..(c + 1) * per].fill(z);
     }
     (features, s)
+}
+
+/// `bn` with only the channels `keep` (γ, β and both running statistics).
+pub fn batchnorm_channels(bn: &BatchNorm, keep: &[usize]) -> BatchNorm {
+    let pick = |t: Tensor<1>| {
+        let v = values(t.clone());
+        Tensor::<1>::from_data(
+            TensorData::new(keep.iter().map(|&c| v[c]).collect::<Vec<_>>(), [keep.len()]),
+            &t.device(),
+        )
+    };
+    let mut out = bn.clone();
+    out.gamma = Param::from_tensor(pick(bn.gamma.val()));
+    out.beta = Param::from_tensor(pick(bn.beta.val()));
+    out.running_mean = RunningState::new(pick(bn.running_mean.value_sync()));
+    out.running_var = RunningState::new(pick(bn.running_var.value_sync()));
+    out
+}
+
+/// `c` restricted to the input channels `inputs` and output channels `outputs` (each whole
+/// when `None`).
+pub fn conv_keep(c: &Conv2d, inputs: Option<&[usize]>, outputs: Option<&[usize]>) -> Conv2d {
+    let mut c = c.clone();
+    if let Some(i) = inputs {
+        let cin = c.weight.val().dims()[1];
+        c = conv_inputs(&c, i, &vec![1.0; cin]);
+    }
+    if let Some(o) = outputs {
+        c = conv_outputs(&c, o);
+    }
+    c
+}
+
+/// `l` restricted to the input features `inputs` and output units `outputs`.
+pub fn linear_keep(l: &Linear, inputs: Option<&[usize]>, outputs: Option<&[usize]>) -> Linear {
+    let mut l = l.clone();
+    if let Some(i) = inputs {
+        let fan_in = l.weight.val().dims()[0];
+        l = linear_inputs(&l, i, &vec![1.0; fan_in]);
+    }
+    if let Some(o) = outputs {
+        l = linear_outputs(&l, o);
+    }
+    l
+}
+
+/// `bn` restricted to `keep` when given.
+pub fn batchnorm_keep(bn: &BatchNorm, keep: Option<&[usize]>) -> BatchNorm {
+    keep.map_or_else(|| bn.clone(), |k| batchnorm_channels(bn, k))
 }
