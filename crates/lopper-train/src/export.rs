@@ -197,7 +197,7 @@ pub trait Export {
 
 impl Export for Lenet300 {
     fn export(&self, meta: &ExportMeta) -> Result<Model, ExportError> {
-        if self.gates.is_some() {
+        if self.gates.is_some() || self.weight_gates.is_some() {
             // L0: the exported network is the shrunk one (gates folded, zero units removed).
             return self.shrunk().export(meta);
         }
@@ -214,7 +214,7 @@ impl Export for Lenet300 {
 
 impl Export for Lenet5 {
     fn export(&self, meta: &ExportMeta) -> Result<Model, ExportError> {
-        if self.gates.is_some() {
+        if self.gates.is_some() || self.weight_gates.is_some() {
             return self.shrunk().export(meta);
         }
         let pool = Op::MaxPool {
@@ -276,17 +276,27 @@ fn load<M: Classifier>(model: M, path: &Path) -> Result<M, ExportError> {
     model.try_load_file(path).map_err(|e| fail(e.to_string()))
 }
 
-/// Loads a checkpoint into the plain model, or, when the checkpoint holds L0 gates (a plain
-/// load refuses its extra tensors), into the gated one.
-fn load_either<M: Classifier>(plain: M, gated: M, path: &Path) -> Result<M, ExportError> {
-    match load(plain, path) {
-        Ok(m) => Ok(m),
-        Err(first) => load(gated, path).map_err(|_| first),
+/// Loads a checkpoint into the first of `candidates` that takes it: the plain model, then the
+/// models with L0 neuron or weight gates (a load refuses extra or missing tensors). The error is
+/// the plain model's.
+fn load_any<M: Classifier>(candidates: Vec<M>, path: &Path) -> Result<M, ExportError> {
+    let mut first = None;
+    for m in candidates {
+        match load(m, path) {
+            Ok(m) => return Ok(m),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
     }
+    Err(first.unwrap_or_else(|| ExportError::Load {
+        path: path.display().to_string(),
+        message: "no model to load into".into(),
+    }))
 }
 
 /// Loads a training checkpoint (`model.bpk`) of `zoo` and exports it; a checkpoint with L0
-/// gates is exported shrunk.
+/// gates is exported shrunk (neuron gates) or sparse (weight gates).
 pub fn export_checkpoint(
     zoo: ZooModel,
     checkpoint: &Path,
@@ -296,15 +306,21 @@ pub fn export_checkpoint(
     // The random initialisation before loading must not interleave with a training's draws.
     let _rng = crate::trainer::rng_guard();
     match zoo {
-        ZooModel::Lenet300 => load_either(
-            Lenet300::new(&device),
-            Lenet300::with_l0_gates(&device, 0.5),
+        ZooModel::Lenet300 => load_any(
+            vec![
+                Lenet300::new(&device),
+                Lenet300::with_l0_gates(&device, 0.5),
+                Lenet300::with_l0_weight_gates(&device, 0.5),
+            ],
             checkpoint,
         )?
         .export(meta),
-        ZooModel::Lenet5 => load_either(
-            Lenet5::new(&device),
-            Lenet5::with_l0_gates(&device, 0.5),
+        ZooModel::Lenet5 => load_any(
+            vec![
+                Lenet5::new(&device),
+                Lenet5::with_l0_gates(&device, 0.5),
+                Lenet5::with_l0_weight_gates(&device, 0.5),
+            ],
             checkpoint,
         )?
         .export(meta),

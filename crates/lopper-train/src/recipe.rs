@@ -213,7 +213,8 @@ pub struct L0Spec {
     /// LeNet-5 on MNIST).
     pub lambda: f64,
     /// What one gate switches: `"neurons"` (group L0: one gate per hidden neuron or
-    /// convolution channel, removed physically after training).
+    /// convolution channel, removed physically after training) or `"weights"` (one gate per
+    /// weight; the trained model is sparse).
     #[serde(default)]
     pub gates: L0Gates,
     /// Initial probability that a gate is off (the paper: 0.5 for hidden layers).
@@ -238,6 +239,8 @@ pub enum L0Gates {
     /// One gate per hidden neuron (Linear) or output channel (Conv2d).
     #[default]
     Neurons,
+    /// One gate per weight (unstructured L0): closed gates become zeros in the weights.
+    Weights,
 }
 
 impl Recipe {

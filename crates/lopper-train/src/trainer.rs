@@ -18,7 +18,7 @@ use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
 use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
-use crate::recipe::{OptimizerSpec, Recipe, RecipeError};
+use crate::recipe::{L0Gates, OptimizerSpec, Recipe, RecipeError};
 use crate::structured::event::{gamma_l1, prune_event, ShrinkEvent, TaylorData};
 use crate::structured::{channel_count, ChannelHistory, ReplayError};
 
@@ -170,14 +170,22 @@ pub fn train(
     crate::denormals::flush_denormals();
     let device = Device::flex().autodiff();
     device.seed(recipe.seed);
-    let l0 = recipe.l0.as_ref().map(|l| l.droprate_init);
+    let l0 = recipe.l0.as_ref().map(|l| (l.gates, l.droprate_init));
     match (recipe.model, l0) {
-        (ZooModel::Lenet300, Some(p)) => {
+        (ZooModel::Lenet300, Some((L0Gates::Neurons, p))) => {
             let model = Lenet300::with_l0_gates(&device, p);
             run(model, &device, recipe, data, opts, obs)
         }
-        (ZooModel::Lenet5, Some(p)) => {
+        (ZooModel::Lenet300, Some((L0Gates::Weights, p))) => {
+            let model = Lenet300::with_l0_weight_gates(&device, p);
+            run(model, &device, recipe, data, opts, obs)
+        }
+        (ZooModel::Lenet5, Some((L0Gates::Neurons, p))) => {
             let model = Lenet5::with_l0_gates(&device, p);
+            run(model, &device, recipe, data, opts, obs)
+        }
+        (ZooModel::Lenet5, Some((L0Gates::Weights, p))) => {
+            let model = Lenet5::with_l0_weight_gates(&device, p);
             run(model, &device, recipe, data, opts, obs)
         }
         (ZooModel::Lenet300, None) => run(Lenet300::new(&device), &device, recipe, data, opts, obs),
@@ -390,7 +398,12 @@ fn run<M: Classifier>(
             obs.on_step(epoch, bi, loss_value, 0.0);
         }
         let accuracy = evaluate(&model, &test_split);
-        let sparsity = measure_sparsity(&model).sparsity;
+        // With L0 gates the zeros live in the gates: measure the network the gates leave.
+        let sparsity = if recipe.l0.is_some() {
+            measure_sparsity(&model.shrunk()).sparsity
+        } else {
+            measure_sparsity(&model).sparsity
+        };
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / spe as f64,
@@ -431,7 +444,11 @@ fn run<M: Classifier>(
             save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
         }
     }
-    let sparsity = measure_sparsity(&model);
+    let sparsity = if recipe.l0.is_some() {
+        measure_sparsity(&model.shrunk())
+    } else {
+        measure_sparsity(&model)
+    };
     let (params_total, params_nonzero) = count_params(&model);
     let shrunk = (recipe.l0.is_some() || recipe.structured.is_some()).then(|| {
         let small = model.valid().shrunk();

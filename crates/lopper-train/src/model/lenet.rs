@@ -6,6 +6,10 @@
 //! after their ReLU. Gates are non-negative, so a gate after a pool or a ReLU commutes with it, and
 //! [`Classifier::shrunk`] folds every gate into the consumer of its unit and removes the units
 //! whose gate is 0: an exact rewrite of the gated network in evaluation mode.
+//!
+//! With per-weight gates instead ([`super::weight_gates`], `[l0] gates = "weights"`), every
+//! weight is multiplied by its own gate and [`Classifier::shrunk`] multiplies the deterministic
+//! gates into the weights: the same widths, with zeros where a gate closed.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -18,6 +22,7 @@ use super::gates::{surviving, HardConcrete};
 use super::shrink::{
     conv_inputs, conv_keep, conv_outputs, flattened, linear_inputs, linear_keep, linear_outputs,
 };
+use super::weight_gates::{fold_conv, fold_linear, gated_conv, gated_linear, WeightGates};
 use super::Classifier;
 use crate::structured::graph::GraphBuilder;
 use crate::structured::{Group, LayerKeep};
@@ -30,6 +35,8 @@ pub struct Lenet300 {
     pub fc3: Linear,
     /// L0 gates on the two hidden layers (recipes with `[l0]`).
     pub gates: Option<Lenet300Gates>,
+    /// Per-weight L0 gates on fc1, fc2, fc3 (`[l0] gates = "weights"`).
+    pub weight_gates: Option<WeightGates>,
 }
 
 /// Hard-concrete gates of LeNet-300-100's hidden neurons.
@@ -46,7 +53,17 @@ impl Lenet300 {
             fc2: LinearConfig::new(300, 100).init(device),
             fc3: LinearConfig::new(100, 10).init(device),
             gates: None,
+            weight_gates: None,
         }
+    }
+
+    /// With a hard-concrete gate on every weight, each initially dropped with probability
+    /// `droprate_init`.
+    pub fn with_l0_weight_gates(device: &Device, droprate_init: f64) -> Self {
+        let mut m = Self::new(device);
+        let sizes = [&m.fc1, &m.fc2, &m.fc3].map(|l| linear_dims(l).iter().product());
+        m.weight_gates = Some(WeightGates::new(&sizes, droprate_init, device));
+        m
     }
 
     /// With a hard-concrete gate on every hidden neuron, each initially dropped with
@@ -62,11 +79,12 @@ impl Lenet300 {
 
     fn run(&self, images: Tensor<2>, train: bool) -> Tensor<2> {
         let g = self.gates.as_ref();
-        let x = relu(self.fc1.forward(images));
+        let wg = |i: usize| self.weight_gates.as_ref().map(|w| w.gate(i, train));
+        let x = relu(gated_linear(&self.fc1, wg(0), images));
         let x = gate2(x, g.map(|g| &g.h1), train);
-        let x = relu(self.fc2.forward(x));
+        let x = relu(gated_linear(&self.fc2, wg(1), x));
         let x = gate2(x, g.map(|g| &g.h2), train);
-        self.fc3.forward(x)
+        gated_linear(&self.fc3, wg(2), x)
     }
 }
 
@@ -138,6 +156,9 @@ impl Classifier for Lenet300 {
     }
 
     fn expected_l0(&self) -> Option<Tensor<1>> {
+        if let Some(w) = &self.weight_gates {
+            return w.expected_l0();
+        }
         let g = self.gates.as_ref()?;
         let [in1, _] = linear_dims(&self.fc1);
         let [in2, out2] = linear_dims(&self.fc2);
@@ -147,6 +168,16 @@ impl Classifier for Lenet300 {
     }
 
     fn shrunk(&self) -> Self {
+        if let Some(w) = &self.weight_gates {
+            // Per-weight gates become zeros in the weights: same widths, sparse layers.
+            return Self {
+                fc1: fold_linear(&self.fc1, &w.values(0)),
+                fc2: fold_linear(&self.fc2, &w.values(1)),
+                fc3: fold_linear(&self.fc3, &w.values(2)),
+                gates: None,
+                weight_gates: None,
+            };
+        }
         let Some(g) = &self.gates else {
             return self.clone();
         };
@@ -157,11 +188,12 @@ impl Classifier for Lenet300 {
             fc2: linear_outputs(&linear_inputs(&self.fc2, &k1, &z1), &k2),
             fc3: linear_inputs(&self.fc3, &k2, &z2),
             gates: None,
+            weight_gates: None,
         }
     }
 
     fn channel_groups(&self) -> Vec<Group> {
-        if self.gates.is_some() {
+        if self.gates.is_some() || self.weight_gates.is_some() {
             return self.shrunk().channel_groups();
         }
         let (mut g, x) = GraphBuilder::new(linear_dims(&self.fc1)[0]);
@@ -173,7 +205,7 @@ impl Classifier for Lenet300 {
     }
 
     fn shrink_channels(&self, keep: &LayerKeep) -> Self {
-        if self.gates.is_some() {
+        if self.gates.is_some() || self.weight_gates.is_some() {
             return self.shrunk().shrink_channels(keep);
         }
         let l =
@@ -183,6 +215,7 @@ impl Classifier for Lenet300 {
             fc2: l("fc2", &self.fc2),
             fc3: l("fc3", &self.fc3),
             gates: None,
+            weight_gates: None,
         }
     }
 }
@@ -198,6 +231,8 @@ pub struct Lenet5 {
     pub fc2: Linear,
     /// L0 gates on conv1's and conv2's channels and fc1's neurons (recipes with `[l0]`).
     pub gates: Option<Lenet5Gates>,
+    /// Per-weight L0 gates on conv1, conv2, fc1, fc2 (`[l0] gates = "weights"`).
+    pub weight_gates: Option<WeightGates>,
 }
 
 /// Hard-concrete gates of LeNet-5's channels and hidden neurons.
@@ -220,7 +255,19 @@ impl Lenet5 {
             fc1: LinearConfig::new(800, 500).init(device),
             fc2: LinearConfig::new(500, 10).init(device),
             gates: None,
+            weight_gates: None,
         }
+    }
+
+    /// With a hard-concrete gate on every weight, each initially dropped with probability
+    /// `droprate_init`.
+    pub fn with_l0_weight_gates(device: &Device, droprate_init: f64) -> Self {
+        let mut m = Self::new(device);
+        let conv = |c: &Conv2d| conv_dims(c).iter().product::<usize>();
+        let lin = |l: &Linear| linear_dims(l).iter().product::<usize>();
+        let sizes = [conv(&m.conv1), conv(&m.conv2), lin(&m.fc1), lin(&m.fc2)];
+        m.weight_gates = Some(WeightGates::new(&sizes, droprate_init, device));
+        m
     }
 
     /// With a hard-concrete gate on every channel and hidden neuron, each initially dropped with
@@ -239,15 +286,16 @@ impl Lenet5 {
         let g = self.gates.as_ref();
         let [b, _] = images.dims();
         let x = images.reshape([b, 1, 28, 28]);
-        let x = self.pool.forward(self.conv1.forward(x)); // [b, c1, 12, 12]
+        let wg = |i: usize| self.weight_gates.as_ref().map(|w| w.gate(i, train));
+        let x = self.pool.forward(gated_conv(&self.conv1, wg(0), x)); // [b, c1, 12, 12]
         let x = gate4(x, g.map(|g| &g.c1), train);
-        let x = self.pool.forward(self.conv2.forward(x)); // [b, c2, 4, 4]
+        let x = self.pool.forward(gated_conv(&self.conv2, wg(1), x)); // [b, c2, 4, 4]
         let x = gate4(x, g.map(|g| &g.c2), train);
         let [_, c, h, w] = x.dims();
         let x = x.reshape([b, c * h * w]);
-        let x = relu(self.fc1.forward(x));
+        let x = relu(gated_linear(&self.fc1, wg(2), x));
         let x = gate2(x, g.map(|g| &g.f1), train);
-        self.fc2.forward(x)
+        gated_linear(&self.fc2, wg(3), x)
     }
 }
 
@@ -277,6 +325,9 @@ impl Classifier for Lenet5 {
     }
 
     fn expected_l0(&self) -> Option<Tensor<1>> {
+        if let Some(w) = &self.weight_gates {
+            return w.expected_l0();
+        }
         let g = self.gates.as_ref()?;
         let [c1, cin, kh1, kw1] = conv_dims(&self.conv1);
         let [c2, _, kh2, kw2] = conv_dims(&self.conv2);
@@ -291,6 +342,17 @@ impl Classifier for Lenet5 {
     }
 
     fn shrunk(&self) -> Self {
+        if let Some(w) = &self.weight_gates {
+            return Self {
+                conv1: fold_conv(&self.conv1, &w.values(0)),
+                conv2: fold_conv(&self.conv2, &w.values(1)),
+                pool: self.pool.clone(),
+                fc1: fold_linear(&self.fc1, &w.values(2)),
+                fc2: fold_linear(&self.fc2, &w.values(3)),
+                gates: None,
+                weight_gates: None,
+            };
+        }
         let Some(g) = &self.gates else {
             return self.clone();
         };
@@ -304,11 +366,12 @@ impl Classifier for Lenet5 {
             fc1: linear_outputs(&linear_inputs(&self.fc1, &features, &scale), &k3),
             fc2: linear_inputs(&self.fc2, &k3, &z3),
             gates: None,
+            weight_gates: None,
         }
     }
 
     fn channel_groups(&self) -> Vec<Group> {
-        if self.gates.is_some() {
+        if self.gates.is_some() || self.weight_gates.is_some() {
             return self.shrunk().channel_groups();
         }
         let [c1, cin, _, _] = conv_dims(&self.conv1);
@@ -324,7 +387,7 @@ impl Classifier for Lenet5 {
     }
 
     fn shrink_channels(&self, keep: &LayerKeep) -> Self {
-        if self.gates.is_some() {
+        if self.gates.is_some() || self.weight_gates.is_some() {
             return self.shrunk().shrink_channels(keep);
         }
         let c = |name: &str, layer: &Conv2d| conv_keep(layer, keep.input(name), keep.output(name));
@@ -337,6 +400,7 @@ impl Classifier for Lenet5 {
             fc1: l("fc1", &self.fc1),
             fc2: l("fc2", &self.fc2),
             gates: None,
+            weight_gates: None,
         }
     }
 }

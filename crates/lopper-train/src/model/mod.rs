@@ -7,6 +7,7 @@ pub mod gates;
 mod lenet;
 mod resnet;
 pub mod shrink;
+pub mod weight_gates;
 
 pub use lenet::{Lenet300, Lenet300Gates, Lenet5, Lenet5Gates};
 pub use resnet::{BasicBlock, ResNet};
