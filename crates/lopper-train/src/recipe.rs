@@ -226,6 +226,20 @@ pub struct L0Spec {
     /// that are neither clearly on nor clearly off).
     #[serde(default)]
     pub finetune_epochs: usize,
+    /// How the penalty counts a gate: `"params"` (the paper's group L0: each gate weighs the
+    /// parameters its unit carries, so wide-fan-in units are pushed hardest) or `"units"` (each
+    /// neuron or channel counts once; λ must then be larger by about the parameters per unit).
+    #[serde(default)]
+    pub weighting: L0Weighting,
+}
+
+/// How the expected-L0 penalty weighs each gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L0Weighting {
+    #[default]
+    Params,
+    Units,
 }
 
 fn default_droprate() -> f64 {
@@ -623,6 +637,46 @@ overrides = { "fc3.weight" = 0.5 }
         assert!(e.to_string().contains("lambda"), "{e}");
         let e = parse("model = \"resnet8\"\nepochs = 5\n[l0]\nlambda = 0.1\n").unwrap_err();
         assert!(e.to_string().contains("key `l0`"), "{e}");
+        let r = parse(&format!(
+            "{base}lambda = 50\ngates = \"weights\"\nweighting = \"units\"\n"
+        ))
+        .unwrap();
+        let l0 = r.l0.unwrap();
+        assert_eq!(
+            (l0.gates, l0.weighting),
+            (L0Gates::Weights, L0Weighting::Units)
+        );
+        assert_eq!(
+            parse(&format!("{base}lambda = 0.1\n"))
+                .unwrap()
+                .l0
+                .unwrap()
+                .weighting,
+            L0Weighting::Params
+        );
+        let e = parse(&format!("{base}lambda = 0.1\nweighting = \"flops\"\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("weighting") || e.to_string().contains("flops"),
+            "{e}"
+        );
+        // Structured pruning: strict too, and exclusive with [l0] and weight schedules.
+        let st = "model = \"lenet300\"\nepochs = 5\n[structured]\ntarget = 0.5\nat_epochs = [2]\n";
+        assert!(parse(st).unwrap().structured.is_some());
+        let e = parse(&format!("{st}colour = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = parse(&st.replace("at_epochs = [2]", "at_epochs = [7]")).unwrap_err();
+        assert!(e.to_string().contains("structured.at_epochs"), "{e}");
+        let e = parse(&format!("{st}[l0]\nlambda = 0.1\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot be combined with [l0]"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{}[pruning]\nschedule = {{ kind = \"one_shot\", epoch = 1, target = 0.5 }}\n",
+            st
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("weight pruning schedule"), "{e}");
     }
 
     #[test]

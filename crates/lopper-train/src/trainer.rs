@@ -18,7 +18,7 @@ use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
 use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
-use crate::recipe::{L0Gates, OptimizerSpec, Recipe, RecipeError};
+use crate::recipe::{L0Gates, L0Weighting, OptimizerSpec, Recipe, RecipeError};
 use crate::structured::event::{gamma_l1, prune_event, ShrinkEvent, TaylorData};
 use crate::structured::{channel_count, ChannelHistory, ReplayError};
 
@@ -353,7 +353,11 @@ fn run<M: Classifier>(
             // Only while the gates train: a penalty graph that no backward pass consumes would
             // pile up in burn's autodiff bookkeeping.
             if let Some(l0) = l0_this_epoch {
-                if let Some(expected) = model.expected_l0() {
+                let expected = match l0.weighting {
+                    L0Weighting::Params => model.expected_l0(),
+                    L0Weighting::Units => model.expected_units(),
+                };
+                if let Some(expected) = expected {
                     loss = loss + expected * (l0.lambda / train_split.len() as f64);
                 }
             }

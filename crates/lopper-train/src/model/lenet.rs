@@ -167,6 +167,14 @@ impl Classifier for Lenet300 {
         weighted(&[(&g.h1, in1 + 1 + out2), (&g.h2, in2 + 1 + out3)])
     }
 
+    fn expected_units(&self) -> Option<Tensor<1>> {
+        if let Some(w) = &self.weight_gates {
+            return w.expected_l0();
+        }
+        let g = self.gates.as_ref()?;
+        weighted(&[(&g.h1, 1), (&g.h2, 1)])
+    }
+
     fn shrunk(&self) -> Self {
         if let Some(w) = &self.weight_gates {
             // Per-weight gates become zeros in the weights: same widths, sparse layers.
@@ -339,6 +347,14 @@ impl Classifier for Lenet5 {
             (&g.c2, c1 * kh2 * kw2 + 1 + POOLED2 * f1),
             (&g.f1, f_in + 1 + out),
         ])
+    }
+
+    fn expected_units(&self) -> Option<Tensor<1>> {
+        if let Some(w) = &self.weight_gates {
+            return w.expected_l0();
+        }
+        let g = self.gates.as_ref()?;
+        weighted(&[(&g.c1, 1), (&g.c2, 1), (&g.f1, 1)])
     }
 
     fn shrunk(&self) -> Self {

@@ -35,6 +35,11 @@ pub trait Classifier: Module + Clone + std::fmt::Debug {
     fn expected_l0(&self) -> Option<Tensor<1>> {
         None
     }
+    /// The expected number of gated units (neurons, channels or weights) whose gate is not
+    /// zero, each counted once whatever its size (`[l0] weighting = "units"`).
+    fn expected_units(&self) -> Option<Tensor<1>> {
+        None
+    }
     /// The evaluation-mode network with its gates folded in and the units whose gate is zero
     /// physically removed: a smaller dense model with the same outputs. A model without gates
     /// returns itself.
