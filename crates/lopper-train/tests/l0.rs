@@ -205,6 +205,25 @@ fn short_l0_training_removes_neurons_and_exports_the_shrunk_net() {
     )
     .unwrap();
     assert_eq!(model.macs().0, k.dense_macs);
+    // The fine-tune epoch trained the folded network: the checkpoint holds it without gates
+    // and a resumed run (one more epoch) rebuilds its shapes from state.json.
+    let longer = Recipe::parse(
+        Path::new("l0.toml"),
+        &L0_SHORT.replace("epochs = 3", "epochs = 4"),
+    )
+    .unwrap();
+    let r = train(
+        &longer,
+        &data,
+        &TrainOptions {
+            resume: true,
+            ..opts
+        },
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(r.history.len(), 4);
+    assert_eq!(r.shrunk.unwrap().widths, k.widths);
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -138,10 +138,9 @@ impl Observer for Bar {
         if !self.quiet {
             self.bar.suspend(|| {
                 eprintln!(
-                    "  epoch {}: structured prune {} to {:.0}% removed: channels {} -> {}, architecture {}",
+                    "  epoch {}: {}: channels {} -> {}, architecture {}",
                     epoch + 1,
-                    e.event + 1,
-                    e.ratio * 100.0,
+                    e.label,
                     e.channels_before,
                     e.channels_after,
                     architecture(&e.widths)

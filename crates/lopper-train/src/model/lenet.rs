@@ -25,7 +25,7 @@ use super::shrink::{
 use super::weight_gates::{fold_conv, fold_linear, gated_conv, gated_linear, WeightGates};
 use super::Classifier;
 use crate::structured::graph::GraphBuilder;
-use crate::structured::{Group, LayerKeep};
+use crate::structured::{ChannelKeep, Group, LayerKeep};
 
 /// 784-300-100-10 with ReLU.
 #[derive(Module, Debug)]
@@ -197,6 +197,24 @@ impl Classifier for Lenet300 {
             fc3: linear_inputs(&self.fc3, &k2, &z2),
             gates: None,
             weight_gates: None,
+        }
+    }
+
+    fn gate_keep(&self) -> ChannelKeep {
+        let Some(g) = &self.gates else {
+            return ChannelKeep::new();
+        };
+        [("fc1", &g.h1), ("fc2", &g.h2)]
+            .into_iter()
+            .map(|(name, gate)| (name.to_string(), surviving(&gate.values())))
+            .collect()
+    }
+
+    fn plain(&self) -> Self {
+        Self {
+            gates: None,
+            weight_gates: None,
+            ..self.clone()
         }
     }
 
@@ -383,6 +401,24 @@ impl Classifier for Lenet5 {
             fc2: linear_inputs(&self.fc2, &k3, &z3),
             gates: None,
             weight_gates: None,
+        }
+    }
+
+    fn gate_keep(&self) -> ChannelKeep {
+        let Some(g) = &self.gates else {
+            return ChannelKeep::new();
+        };
+        [("conv1", &g.c1), ("conv2", &g.c2), ("fc1", &g.f1)]
+            .into_iter()
+            .map(|(name, gate)| (name.to_string(), surviving(&gate.values())))
+            .collect()
+    }
+
+    fn plain(&self) -> Self {
+        Self {
+            gates: None,
+            weight_gates: None,
+            ..self.clone()
         }
     }
 

@@ -49,6 +49,19 @@ pub trait Classifier: Module + Clone + std::fmt::Debug {
     {
         self.clone()
     }
+    /// For an L0 model, the channels its deterministic gates keep, by channel group (what
+    /// [`Classifier::shrunk`] keeps); empty for a model without neuron gates.
+    fn gate_keep(&self) -> crate::structured::ChannelKeep {
+        Default::default()
+    }
+    /// The same network without any gates (weights untouched): the template a checkpoint of
+    /// the shrunk network loads into.
+    fn plain(&self) -> Self
+    where
+        Self: Sized,
+    {
+        self.clone()
+    }
     /// The channel dependency groups (see [`crate::structured::graph`]). A model with L0 gates
     /// describes its [`Classifier::shrunk`] network.
     fn channel_groups(&self) -> Vec<crate::structured::Group>;

@@ -14,6 +14,8 @@ use crate::model::Classifier;
 /// What an event did, for the observer.
 #[derive(Debug, Clone)]
 pub struct ShrinkEvent {
+    /// What happened, for people: `structured prune 2 of 3 (33 % removed)`.
+    pub label: String,
     pub event: usize,
     pub ratio: f64,
     pub channels_before: usize,
@@ -107,6 +109,12 @@ pub fn prune_event<M: Classifier>(
     let small = model.shrink_channels(&LayerKeep::from_groups(&groups, &keep));
     history.events.push(keep);
     let event = ShrinkEvent {
+        label: format!(
+            "structured prune {} of {} ({:.0} % removed)",
+            k + 1,
+            spec.at_epochs.len(),
+            ratio * 100.0
+        ),
         event: k,
         ratio,
         channels_before: channel_count(&groups),

@@ -61,7 +61,13 @@ pub fn channel_count(groups: &[Group]) -> usize {
 impl ChannelHistory {
     /// Replays the events on the full-size `model`, checking every index first (the history
     /// comes from a file).
-    pub fn replay<M: Classifier>(&self, mut model: M) -> Result<M, ReplayError> {
+    /// An L0 model is replayed without its gates: its shrunk checkpoint has none.
+    pub fn replay<M: Classifier>(&self, model: M) -> Result<M, ReplayError> {
+        let mut model = if self.events.is_empty() {
+            model
+        } else {
+            model.plain()
+        };
         for (event, keep) in self.events.iter().enumerate() {
             let groups = model.channel_groups();
             for (name, idx) in keep {
