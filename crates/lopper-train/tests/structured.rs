@@ -368,3 +368,48 @@ fn resnet8_taylor_with_slimming_halves_channels_and_exports() {
     assert_eq!(model.macs().0, k.dense_macs);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn taylor_scores_are_squared_first_order_terms_per_channel() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use burn::tensor::Int;
+    use lopper_train::structured::score::TaylorScores;
+
+    let device = Device::flex().autodiff();
+    let m = Lenet300::new(&device);
+    let x = Tensor::<2>::from_data(TensorData::new(input(5, 8), [8, 784]), &device);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new(vec![0i32, 1, 2, 3, 4, 5, 6, 7], [8]),
+        &device,
+    );
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(m.forward(x), y);
+    let grads = GradientsParams::from_grads(loss.backward(), &m);
+    let groups = m.channel_groups();
+    let mut t = TaylorScores::default();
+    t.add(&m, &grads, &groups);
+    // fc2's neuron c: column c of its weight [in 300, out 100] and bias c, sliced by burn.
+    let w = m.fc2.weight.val();
+    let gw = grads.get::<2>(m.fc2.weight.id).unwrap();
+    let b = m.fc2.bias.as_ref().unwrap().val();
+    let gb = grads.get::<1>(m.fc2.bias.as_ref().unwrap().id).unwrap();
+    for c in [0usize, 17, 99] {
+        let col = |t: Tensor<2>| floats(t.slice([0..300, c..c + 1]));
+        let wg: f64 = col(w.clone().inner())
+            .iter()
+            .zip(col(gw.clone()))
+            .map(|(a, g)| *a as f64 * g as f64)
+            .sum::<f64>()
+            + floats(b.clone().inner())[c] as f64 * floats(gb.clone())[c] as f64;
+        let got = t.scores["fc2"][c];
+        assert!(
+            (got - wg * wg).abs() <= 1e-9 + 1e-4 * wg * wg,
+            "channel {c}: {got} vs {}",
+            wg * wg
+        );
+    }
+    assert_eq!(t.batches, 1);
+    assert!(!t.scores.contains_key("fc3"), "the logits are not scored");
+}
