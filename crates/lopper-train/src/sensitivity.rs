@@ -11,6 +11,7 @@ use crate::data::mnist::Split;
 use crate::model::{Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::prunable_layers;
 use crate::prune::{Allocation, Criterion, Masks, PrunePlan};
+use crate::structured::ChannelHistory;
 use crate::trainer::{evaluate, TrainError};
 
 /// Accuracy of the model with one layer pruned.
@@ -57,6 +58,17 @@ fn run<M: Classifier>(
     sparsities: &[f64],
 ) -> Result<Sensitivity, TrainError> {
     let path = dir.join("model.bpk");
+    // A structurally pruned (or L0-folded) checkpoint has the shapes its recorded events leave.
+    let fresh = match ChannelHistory::from_dir(dir).map_err(|message| TrainError::Checkpoint {
+        path: dir.join("state.json"),
+        message,
+    })? {
+        Some(h) => h.replay(fresh).map_err(|source| TrainError::Replay {
+            path: dir.join("state.json"),
+            source,
+        })?,
+        None => fresh,
+    };
     let model = fresh
         .try_load_file(&path)
         .map_err(|e| TrainError::Checkpoint {
