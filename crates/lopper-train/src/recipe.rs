@@ -231,6 +231,10 @@ pub struct L0Spec {
     /// neuron or channel counts once; λ must then be larger by about the parameters per unit).
     #[serde(default)]
     pub weighting: L0Weighting,
+    /// Multipliers of λ for particular gated layers, by name (`fc2 = 3.0`): the penalty of a
+    /// layer whose units carry few parameters is otherwise too weak to shrink it.
+    #[serde(default)]
+    pub layer_scale: BTreeMap<String, f64>,
 }
 
 /// How the expected-L0 penalty weighs each gate.
@@ -451,6 +455,14 @@ impl Recipe {
                     format!("{} is outside (0, 1)", l0.droprate_init),
                 ));
             }
+            for (name, v) in &l0.layer_scale {
+                if !(v.is_finite() && *v >= 0.0) {
+                    return Err(bad(
+                        &format!("l0.layer_scale.{name}"),
+                        format!("{v} is not a non-negative number"),
+                    ));
+                }
+            }
             if l0.finetune_epochs >= self.epochs {
                 return Err(bad(
                     "l0.finetune_epochs",
@@ -654,6 +666,16 @@ overrides = { "fc3.weight" = 0.5 }
                 .weighting,
             L0Weighting::Params
         );
+        let r = parse(&format!(
+            "{base}lambda = 0.3\nlayer_scale = {{ fc2 = 4.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(r.l0.unwrap().layer_scale["fc2"], 4.0);
+        let e = parse(&format!(
+            "{base}lambda = 0.3\nlayer_scale = {{ fc2 = -1.0 }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("l0.layer_scale.fc2"), "{e}");
         let e = parse(&format!("{base}lambda = 0.1\nweighting = \"flops\"\n")).unwrap_err();
         assert!(
             e.to_string().contains("weighting") || e.to_string().contains("flops"),

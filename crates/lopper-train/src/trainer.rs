@@ -243,6 +243,22 @@ fn run<M: Classifier>(
         .map(|g| g.name.clone())
         .collect();
     recipe.check_groups(&opts.recipe_path, &group_names)?;
+    if let Some(l0) = &recipe.l0 {
+        let gated: Vec<String> = model
+            .valid()
+            .l0_terms(false)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if let Some(name) = l0.layer_scale.keys().find(|n| !gated.contains(n)) {
+            return Err(RecipeError::Invalid {
+                path: opts.recipe_path.clone(),
+                key: format!("l0.layer_scale.{name}"),
+                reason: format!("no gated layer of that name (it has: {})", gated.join(", ")),
+            }
+            .into());
+        }
+    }
     // The full-size network, before any unit is removed (an L0 model's gates only hide units).
     let widths_before = model.widths();
     let macs_before = model.dense_macs();
@@ -386,12 +402,11 @@ fn run<M: Classifier>(
             // Only while the gates train: a penalty graph that no backward pass consumes would
             // pile up in burn's autodiff bookkeeping.
             if let Some(l0) = l0_this_epoch {
-                let expected = match l0.weighting {
-                    L0Weighting::Params => model.expected_l0(),
-                    L0Weighting::Units => model.expected_units(),
-                };
-                if let Some(expected) = expected {
-                    loss = loss + expected * (l0.lambda / train_split.len() as f64);
+                let per_unit = l0.weighting == L0Weighting::Units;
+                let scale = l0.lambda / train_split.len() as f64;
+                for (name, term) in model.l0_terms(per_unit) {
+                    let m = l0.layer_scale.get(&name).copied().unwrap_or(1.0);
+                    loss = loss + term * (scale * m);
                 }
             }
             let loss_value: f32 = loss.clone().into_scalar::<f32>();

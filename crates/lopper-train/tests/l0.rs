@@ -354,3 +354,29 @@ fn short_weight_l0_training_sparsifies_and_exports_sparse() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn l0_layer_scale_names_a_gated_layer() {
+    let dir = mnist::locate(None).unwrap_or_else(|e| panic!("{e}"));
+    let data = mnist::load(&dir).unwrap();
+    let text = L0_SHORT.replace(
+        "finetune_epochs = 1",
+        "finetune_epochs = 1\nlayer_scale = { fc9 = 2.0 }",
+    );
+    let recipe = Recipe::parse(Path::new("l0s.toml"), &text).unwrap();
+    let opts = TrainOptions {
+        out_dir: std::env::temp_dir().join(format!("lopper-l0s-test-{}", std::process::id())),
+        recipe_path: PathBuf::from("l0s.toml"),
+        resume: false,
+        test_limit: 100,
+        stop_after: None,
+    };
+    let e = train(&recipe, &data, &opts, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("l0.layer_scale.fc9") && e.contains("fc1, fc2"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&opts.out_dir);
+}

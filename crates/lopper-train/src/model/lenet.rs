@@ -120,12 +120,25 @@ fn gate4(x: Tensor<4>, gates: Option<&HardConcrete>, train: bool) -> Tensor<4> {
     }
 }
 
-/// Σ over gates of `P(z ≠ 0)` times the parameters the gate's unit carries.
-fn weighted(gates: &[(&HardConcrete, usize)]) -> Option<Tensor<1>> {
+/// Per named gate layer, Σ `P(z ≠ 0)` times the parameters the gate's unit carries (or once per
+/// unit with `per_unit`).
+fn terms(gates: &[(&str, &HardConcrete, usize)], per_unit: bool) -> Vec<(String, Tensor<1>)> {
     gates
         .iter()
-        .map(|(g, size)| g.prob_nonzero().sum() * (*size as f64))
-        .reduce(|a, b| a + b)
+        .map(|(name, g, size)| {
+            let weight = if per_unit { 1 } else { *size };
+            (name.to_string(), g.prob_nonzero().sum() * (weight as f64))
+        })
+        .collect()
+}
+
+/// Per-weight gates: one term per layer, every gate counting one weight.
+fn weight_terms(w: &WeightGates, names: &[&str]) -> Vec<(String, Tensor<1>)> {
+    names
+        .iter()
+        .zip(&w.layers)
+        .map(|(n, g)| (n.to_string(), g.prob_nonzero().sum()))
+        .collect()
 }
 
 impl Classifier for Lenet300 {
@@ -155,24 +168,24 @@ impl Classifier for Lenet300 {
         w
     }
 
-    fn expected_l0(&self) -> Option<Tensor<1>> {
+    fn l0_terms(&self, per_unit: bool) -> Vec<(String, Tensor<1>)> {
         if let Some(w) = &self.weight_gates {
-            return w.expected_l0();
+            return weight_terms(w, &["fc1", "fc2", "fc3"]);
         }
-        let g = self.gates.as_ref()?;
+        let Some(g) = &self.gates else {
+            return Vec::new();
+        };
         let [in1, _] = linear_dims(&self.fc1);
         let [in2, out2] = linear_dims(&self.fc2);
         let [_, out3] = linear_dims(&self.fc3);
         // A hidden neuron carries its fan-in, its bias and its fan-out.
-        weighted(&[(&g.h1, in1 + 1 + out2), (&g.h2, in2 + 1 + out3)])
-    }
-
-    fn expected_units(&self) -> Option<Tensor<1>> {
-        if let Some(w) = &self.weight_gates {
-            return w.expected_l0();
-        }
-        let g = self.gates.as_ref()?;
-        weighted(&[(&g.h1, 1), (&g.h2, 1)])
+        terms(
+            &[
+                ("fc1", &g.h1, in1 + 1 + out2),
+                ("fc2", &g.h2, in2 + 1 + out3),
+            ],
+            per_unit,
+        )
     }
 
     fn shrunk(&self) -> Self {
@@ -350,29 +363,26 @@ impl Classifier for Lenet5 {
         vec![cin, c1, c2, f1, out]
     }
 
-    fn expected_l0(&self) -> Option<Tensor<1>> {
+    fn l0_terms(&self, per_unit: bool) -> Vec<(String, Tensor<1>)> {
         if let Some(w) = &self.weight_gates {
-            return w.expected_l0();
+            return weight_terms(w, &["conv1", "conv2", "fc1", "fc2"]);
         }
-        let g = self.gates.as_ref()?;
+        let Some(g) = &self.gates else {
+            return Vec::new();
+        };
         let [c1, cin, kh1, kw1] = conv_dims(&self.conv1);
         let [c2, _, kh2, kw2] = conv_dims(&self.conv2);
         let [f_in, f1] = linear_dims(&self.fc1);
         let [_, out] = linear_dims(&self.fc2);
         // A channel or neuron carries its filter (or fan-in), its bias, and what reads it.
-        weighted(&[
-            (&g.c1, cin * kh1 * kw1 + 1 + c2 * kh2 * kw2),
-            (&g.c2, c1 * kh2 * kw2 + 1 + POOLED2 * f1),
-            (&g.f1, f_in + 1 + out),
-        ])
-    }
-
-    fn expected_units(&self) -> Option<Tensor<1>> {
-        if let Some(w) = &self.weight_gates {
-            return w.expected_l0();
-        }
-        let g = self.gates.as_ref()?;
-        weighted(&[(&g.c1, 1), (&g.c2, 1), (&g.f1, 1)])
+        terms(
+            &[
+                ("conv1", &g.c1, cin * kh1 * kw1 + 1 + c2 * kh2 * kw2),
+                ("conv2", &g.c2, c1 * kh2 * kw2 + 1 + POOLED2 * f1),
+                ("fc1", &g.f1, f_in + 1 + out),
+            ],
+            per_unit,
+        )
     }
 
     fn shrunk(&self) -> Self {

@@ -30,15 +30,20 @@ pub trait Classifier: Module + Clone + std::fmt::Debug {
     /// The input width followed by every layer's output width (neurons or channels), e.g.
     /// `[784, 300, 100, 10]`; [`architecture`] writes it as `784-300-100-10`.
     fn widths(&self) -> Vec<usize>;
-    /// The L0 penalty term: the expected number of parameters whose gate is not zero, in the
-    /// autodiff graph. `None` for a model without gates.
-    fn expected_l0(&self) -> Option<Tensor<1>> {
-        None
+    /// The L0 penalty terms, one per gated layer (named by its channel group or layer, e.g.
+    /// `fc1`), in the autodiff graph: the expected number of gates that are not zero, each
+    /// weighted by the parameters its unit carries, or counted once with `per_unit`. Empty for a
+    /// model without gates.
+    fn l0_terms(&self, _per_unit: bool) -> Vec<(String, Tensor<1>)> {
+        Vec::new()
     }
-    /// The expected number of gated units (neurons, channels or weights) whose gate is not
-    /// zero, each counted once whatever its size (`[l0] weighting = "units"`).
-    fn expected_units(&self) -> Option<Tensor<1>> {
-        None
+    /// The L0 penalty: the expected number of parameters whose gate is not zero (the sum of
+    /// [`Classifier::l0_terms`]). `None` for a model without gates.
+    fn expected_l0(&self) -> Option<Tensor<1>> {
+        self.l0_terms(false)
+            .into_iter()
+            .map(|(_, t)| t)
+            .reduce(|a, b| a + b)
     }
     /// The evaluation-mode network with its gates folded in and the units whose gate is zero
     /// physically removed: a smaller dense model with the same outputs. A model without gates

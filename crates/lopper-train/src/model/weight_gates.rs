@@ -50,14 +50,6 @@ impl WeightGates {
         }
     }
 
-    /// `Σ P(z ≠ 0)` over every gate: the expected number of nonzero weights.
-    pub fn expected_l0(&self) -> Option<Tensor<1>> {
-        self.layers
-            .iter()
-            .map(|g| g.prob_nonzero().sum())
-            .reduce(|a, b| a + b)
-    }
-
     /// Deterministic gate values of layer `i`.
     pub fn values(&self, i: usize) -> Vec<f32> {
         self.layers[i].values()
