@@ -16,60 +16,8 @@ pub fn im2col(x: &[f32], g: &Window, n: usize, patches: &mut [f32]) {
     if n == 1 && g.ph == 0 && g.pw == 0 && g.sw == 1 {
         return im2col_single_valid(x, g, patches);
     }
-    let cols = g.oh * g.ow * n;
-    debug_assert_eq!(patches.len(), g.c * g.kh * g.kw * cols);
-    for ci in 0..g.c {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = (ci * g.kh + ky) * g.kw + kx;
-                let dst_row = &mut patches[row * cols..(row + 1) * cols];
-                for oy in 0..g.oh {
-                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
-                    let dst = &mut dst_row[oy * g.ow * n..(oy + 1) * g.ow * n];
-                    if iy < 0 || iy as usize >= g.h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src_row = ((ci * g.h + iy as usize) * g.w) * n;
-                    if g.sw == 1 {
-                        // Unit column stride: the in-bounds outputs of this row read one
-                        // contiguous run of the input, so copy it whole.
-                        let lo = g.pw.saturating_sub(kx).min(g.ow);
-                        let hi = (g.w + g.pw).saturating_sub(kx).clamp(lo, g.ow);
-                        dst[..lo * n].fill(0.0);
-                        dst[hi * n..].fill(0.0);
-                        if hi > lo {
-                            let s = src_row + (lo + kx - g.pw) * n;
-                            copy_short(&mut dst[lo * n..hi * n], &x[s..s + (hi - lo) * n]);
-                        }
-                        continue;
-                    }
-                    if n == 1 {
-                        // Strided batch-1 rows: one float per pixel, no slice per pixel.
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            let ix = ox * g.sw + kx;
-                            *d = if ix >= g.pw && ix - g.pw < g.w {
-                                x[src_row + ix - g.pw]
-                            } else {
-                                0.0
-                            };
-                        }
-                        continue;
-                    }
-                    for ox in 0..g.ow {
-                        let ix = (ox * g.sw + kx) as isize - g.pw as isize;
-                        let d = &mut dst[ox * n..(ox + 1) * n];
-                        if ix < 0 || ix as usize >= g.w {
-                            d.fill(0.0);
-                        } else {
-                            let s = src_row + ix as usize * n;
-                            copy_short(d, &x[s..s + n]);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    debug_assert_eq!(patches.len(), g.c * g.kh * g.kw * g.oh * g.ow * n);
+    im2col_walk(x, g, n, 0, g.oh * g.ow, patches);
 }
 
 /// Batch 1, no padding, unit column stride (LeNet's convolutions): every output row of every
@@ -127,13 +75,18 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 
 /// Columns of pixels `p0..p1` (pixel `p = oy*ow + ox`, each `n` columns wide) of the im2col
 /// matrix: `patches` is `[c*kh*kw, (p1-p0)*n]`. Used to cut a wide product into tiles whose
-/// patches stay in cache. The range is walked one output row at a time, so with a unit column
-/// stride each segment is one contiguous run of the input, as in [`im2col`] (a per-pixel copy
-/// made the tiled 16-channel ResNet convolutions at 28x28 eight times slower than the untiled).
+/// patches stay in cache.
 pub fn im2col_pixels(x: &[f32], g: &Window, n: usize, p0: usize, p1: usize, patches: &mut [f32]) {
     if p0 == 0 && p1 == g.oh * g.ow {
         return im2col(x, g, n, patches);
     }
+    im2col_walk(x, g, n, p0, p1, patches);
+}
+
+/// The im2col columns of pixels `p0..p1`, walked one output row at a time (see
+/// [`im2col_segment`]): the whole matrix and its tiles share this walk (a per-pixel copy made
+/// the tiled 16-channel ResNet convolutions at 28x28 eight times slower than the untiled).
+fn im2col_walk(x: &[f32], g: &Window, n: usize, p0: usize, p1: usize, patches: &mut [f32]) {
     let cols = (p1 - p0) * n;
     for ci in 0..g.c {
         for ky in 0..g.kh {
@@ -146,50 +99,68 @@ pub fn im2col_pixels(x: &[f32], g: &Window, n: usize, p0: usize, p1: usize, patc
                     let ox1 = g.ow.min(ox0 + (p1 - p));
                     let dst = &mut dst_row[(p - p0) * n..(p - p0 + ox1 - ox0) * n];
                     p += ox1 - ox0;
-                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
-                    if iy < 0 || iy as usize >= g.h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src_row = ((ci * g.h + iy as usize) * g.w) * n;
-                    if g.sw == 1 {
-                        // In bounds where 0 <= ox + kx - pw < w.
-                        let lo = g.pw.saturating_sub(kx).clamp(ox0, ox1);
-                        let hi = (g.w + g.pw).saturating_sub(kx).clamp(lo, ox1);
-                        dst[..(lo - ox0) * n].fill(0.0);
-                        dst[(hi - ox0) * n..].fill(0.0);
-                        if hi > lo {
-                            let s = src_row + (lo + kx - g.pw) * n;
-                            copy_short(
-                                &mut dst[(lo - ox0) * n..(hi - ox0) * n],
-                                &x[s..s + (hi - lo) * n],
-                            );
-                        }
-                        continue;
-                    }
-                    if n == 1 {
-                        for (ox, d) in (ox0..ox1).zip(dst.iter_mut()) {
-                            let ix = ox * g.sw + kx;
-                            *d = if ix >= g.pw && ix - g.pw < g.w {
-                                x[src_row + ix - g.pw]
-                            } else {
-                                0.0
-                            };
-                        }
-                        continue;
-                    }
-                    for ox in ox0..ox1 {
-                        let ix = (ox * g.sw + kx) as isize - g.pw as isize;
-                        let d = &mut dst[(ox - ox0) * n..(ox - ox0 + 1) * n];
-                        if ix < 0 || ix as usize >= g.w {
-                            d.fill(0.0);
-                        } else {
-                            let s = src_row + ix as usize * n;
-                            copy_short(d, &x[s..s + n]);
-                        }
-                    }
+                    im2col_segment(x, g, n, (ci, ky, kx), oy, ox0..ox1, dst);
                 }
             }
+        }
+    }
+}
+
+/// Output pixels `ox` of output row `oy` of the patch row `(ci, ky, kx)`, `n` floats each, into
+/// `dst`: zero where the window leaves the input. With a unit column stride the in-bounds
+/// pixels read one contiguous run of the input, copied whole; strided batch-1 rows copy one
+/// float per pixel without a slice per pixel.
+#[inline(always)]
+fn im2col_segment(
+    x: &[f32],
+    g: &Window,
+    n: usize,
+    (ci, ky, kx): (usize, usize, usize),
+    oy: usize,
+    ox: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
+    let (ox0, ox1) = (ox.start, ox.end);
+    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+    if iy < 0 || iy as usize >= g.h {
+        dst.fill(0.0);
+        return;
+    }
+    let src_row = ((ci * g.h + iy as usize) * g.w) * n;
+    if g.sw == 1 {
+        // In bounds where 0 <= ox + kx - pw < w.
+        let lo = g.pw.saturating_sub(kx).clamp(ox0, ox1);
+        let hi = (g.w + g.pw).saturating_sub(kx).clamp(lo, ox1);
+        dst[..(lo - ox0) * n].fill(0.0);
+        dst[(hi - ox0) * n..].fill(0.0);
+        if hi > lo {
+            let s = src_row + (lo + kx - g.pw) * n;
+            copy_short(
+                &mut dst[(lo - ox0) * n..(hi - ox0) * n],
+                &x[s..s + (hi - lo) * n],
+            );
+        }
+        return;
+    }
+    if n == 1 {
+        for (i, d) in dst.iter_mut().enumerate() {
+            let ix = (ox0 + i) * g.sw + kx;
+            *d = if ix >= g.pw && ix - g.pw < g.w {
+                x[src_row + ix - g.pw]
+            } else {
+                0.0
+            };
+        }
+        return;
+    }
+    for ox in ox0..ox1 {
+        let ix = (ox * g.sw + kx) as isize - g.pw as isize;
+        let d = &mut dst[(ox - ox0) * n..(ox - ox0 + 1) * n];
+        if ix < 0 || ix as usize >= g.w {
+            d.fill(0.0);
+        } else {
+            let s = src_row + ix as usize * n;
+            copy_short(d, &x[s..s + n]);
         }
     }
 }
