@@ -3,13 +3,13 @@
 //! model, with masks applied, in sparse storage and at batch 1 and 4.
 
 mod common;
-use common::{burn_logits, input};
+use common::{burn_logits, input, lop_logits, max_rel_err, meta};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use lopper_kernels::Dtype;
-use lopper_model::runtime::plan::{make_plan, PlanMode};
-use lopper_model::{Executor, StorageChoice};
-use lopper_train::export::{Export, ExportMeta};
+use lopper_model::runtime::plan::PlanMode;
+use lopper_model::StorageChoice;
+use lopper_train::export::Export;
 use lopper_train::model::{Classifier, Lenet300, Lenet5, ResNet};
 use lopper_train::prune::masks::prunable_layers;
 use lopper_train::prune::Masks;
@@ -33,12 +33,7 @@ fn check<M: Classifier + Export>(model: M, what: &str) {
         let _ = model.forward(x);
     }
     let model = model.valid();
-    let meta = ExportMeta {
-        name: what.into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
-    let exported = model.export(&meta).unwrap();
+    let exported = model.export(&meta(what)).unwrap();
     let (total, nonzero, _) = exported.weight_stats();
     assert!(
         nonzero < total / 2,
@@ -53,14 +48,8 @@ fn check<M: Classifier + Export>(model: M, what: &str) {
         for batch in [1, 4] {
             let x = input(7, batch);
             let want = burn_logits(&model, &x, batch);
-            let plan = make_plan(&m, "t", batch, 1, PlanMode::Measured).unwrap();
-            let got = Executor::new(&m, &plan).unwrap().run(&x).unwrap().to_vec();
-            let scale = 1.0 + want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0.0f32, |a, (p, q)| a.max((p - q).abs()))
-                / scale;
+            let got = lop_logits(&m, &x, batch, PlanMode::Measured);
+            let err = max_rel_err(&got, &want);
             assert!(
                 err < 1e-4,
                 "{what} {storage:?} batch {batch}: relative error {err}"

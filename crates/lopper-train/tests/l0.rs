@@ -3,16 +3,15 @@
 //! real-data L0 trainings remove neurons or weights while they learn. The real-data test needs Fashion-MNIST (see tests/training.rs).
 
 mod common;
-use common::{burn_logits, input};
+use common::{burn_logits, input, lop_logits, max_rel_err, meta};
 
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use lopper_model::runtime::plan::{make_plan, PlanMode};
-use lopper_model::Executor;
+use lopper_model::runtime::plan::PlanMode;
 use lopper_train::data::mnist;
-use lopper_train::export::{Export, ExportMeta};
+use lopper_train::export::Export;
 use lopper_train::model::gates::HardConcrete;
 use lopper_train::model::weight_gates::WeightGates;
 use lopper_train::model::{Classifier, Lenet300, Lenet5};
@@ -48,15 +47,6 @@ fn survivors(g: &HardConcrete) -> usize {
     g.values().iter().filter(|z| **z > 0.0).count()
 }
 
-fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = 1.0 + want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .fold(0.0f32, |a, (p, q)| a.max((p - q).abs()))
-        / scale
-}
-
 fn check_shrink<M: Classifier + Export>(gated: M, expect_widths: Vec<usize>, what: &str) {
     let small = gated.shrunk();
     assert_eq!(small.widths(), expect_widths, "{what}");
@@ -65,12 +55,7 @@ fn check_shrink<M: Classifier + Export>(gated: M, expect_widths: Vec<usize>, wha
         small.expected_l0().is_none(),
         "{what}: gates survive the shrink"
     );
-    let meta = ExportMeta {
-        name: what.into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
-    let exported = gated.export(&meta).unwrap();
+    let exported = gated.export(&meta(what)).unwrap();
     assert_eq!(
         exported.macs().0,
         small.dense_macs(),
@@ -82,12 +67,7 @@ fn check_shrink<M: Classifier + Export>(gated: M, expect_widths: Vec<usize>, wha
         let burn_small = burn_logits(&small, &x, batch);
         let e = max_rel_err(&burn_small, &want);
         assert!(e < 1e-5, "{what} batch {batch}: burn shrink error {e}");
-        let plan = make_plan(&exported, "t", batch, 1, PlanMode::Stored).unwrap();
-        let got = Executor::new(&exported, &plan)
-            .unwrap()
-            .run(&x)
-            .unwrap()
-            .to_vec();
+        let got = lop_logits(&exported, &x, batch, PlanMode::Stored);
         let e = max_rel_err(&got, &want);
         assert!(e < 1e-4, "{what} batch {batch}: exported error {e}");
     }
@@ -193,15 +173,10 @@ fn short_l0_training_removes_neurons_and_exports_the_shrunk_net() {
     // The history records the architecture the gates leave, epoch by epoch.
     assert!(s.history.iter().all(|h| h.widths.is_some()));
     // The checkpoint holds the gates; the exporter finds them and writes the shrunk network.
-    let meta = ExportMeta {
-        name: "l0".into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
     let model = lopper_train::export::export_checkpoint(
         lopper_train::model::ZooModel::Lenet300,
         &s.checkpoint,
-        &meta,
+        &meta("l0"),
     )
     .unwrap();
     assert_eq!(model.macs().0, k.dense_macs);
@@ -245,12 +220,7 @@ fn check_weight_fold<M: Classifier + Export>(gated: M, closed: usize, what: &str
     let zeros: usize = prunable_layers(&small).iter().map(|l| l.zeros()).sum();
     // Initial weights are nonzero, so the zeros are exactly the closed gates.
     assert_eq!(zeros, closed, "{what}");
-    let meta = ExportMeta {
-        name: what.into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
-    let exported = gated.export(&meta).unwrap();
+    let exported = gated.export(&meta(what)).unwrap();
     let (dense, nonzero) = exported.macs();
     assert!(nonzero < dense, "{what}: export is not sparse");
     for batch in [1, 3] {
@@ -258,12 +228,7 @@ fn check_weight_fold<M: Classifier + Export>(gated: M, closed: usize, what: &str
         let want = burn_logits(&gated, &x, batch);
         let e = max_rel_err(&burn_logits(&small, &x, batch), &want);
         assert!(e < 1e-5, "{what} batch {batch}: burn fold error {e}");
-        let plan = make_plan(&exported, "t", batch, 1, PlanMode::Stored).unwrap();
-        let got = Executor::new(&exported, &plan)
-            .unwrap()
-            .run(&x)
-            .unwrap()
-            .to_vec();
+        let got = lop_logits(&exported, &x, batch, PlanMode::Stored);
         let e = max_rel_err(&got, &want);
         assert!(e < 1e-4, "{what} batch {batch}: exported error {e}");
     }
@@ -334,15 +299,10 @@ fn short_weight_l0_training_sparsifies_and_exports_sparse() {
         s.history
     );
     assert!((k.test_accuracy - s.test_accuracy).abs() <= 0.002);
-    let meta = ExportMeta {
-        name: "l0w".into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
     let model = lopper_train::export::export_checkpoint(
         lopper_train::model::ZooModel::Lenet300,
         &s.checkpoint,
-        &meta,
+        &meta("l0w"),
     )
     .unwrap();
     let (dense, nonzero) = model.macs();

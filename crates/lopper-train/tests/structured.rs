@@ -4,17 +4,16 @@
 //! The real-data tests need Fashion-MNIST (see tests/training.rs).
 
 mod common;
-use common::{burn_logits, input};
+use common::{burn_logits, input, lop_logits, max_rel_err, meta};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
-use lopper_model::runtime::plan::{make_plan, PlanMode};
-use lopper_model::Executor;
+use lopper_model::runtime::plan::PlanMode;
 use lopper_train::data::mnist;
-use lopper_train::export::{Export, ExportMeta};
+use lopper_train::export::Export;
 use lopper_train::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use lopper_train::structured::score::params;
 use lopper_train::structured::{ChannelHistory, ChannelKeep, Group};
@@ -153,15 +152,6 @@ fn thirds(groups: &[Group]) -> (ChannelKeep, ChannelKeep) {
     (zero, keep)
 }
 
-fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = 1.0 + want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .fold(0.0f32, |a, (p, q)| a.max((p - q).abs()))
-        / scale
-}
-
 fn check_zero_channel_shrink<M: Classifier + Export>(model: M, what: &str) {
     let groups = model.channel_groups();
     let (zero, keep) = thirds(&groups);
@@ -175,24 +165,14 @@ fn check_zero_channel_shrink<M: Classifier + Export>(model: M, what: &str) {
     let after: usize = lopper_train::structured::channel_count(&small.channel_groups());
     assert!(after < before, "{what}: {after} of {before} channels");
     assert!(small.dense_macs() < model.dense_macs(), "{what}");
-    let meta = ExportMeta {
-        name: what.into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
-    let exported = small.export(&meta).unwrap();
+    let exported = small.export(&meta(what)).unwrap();
     assert_eq!(exported.macs().0, small.dense_macs(), "{what}");
     for batch in [1, 4] {
         let x = input(21 + batch as u64, batch);
         let want = burn_logits(&zeroed, &x, batch);
         let e = max_rel_err(&burn_logits(&small, &x, batch), &want);
         assert!(e < 1e-5, "{what} batch {batch}: burn shrink error {e}");
-        let plan = make_plan(&exported, "t", batch, 1, PlanMode::Stored).unwrap();
-        let got = Executor::new(&exported, &plan)
-            .unwrap()
-            .run(&x)
-            .unwrap()
-            .to_vec();
+        let got = lop_logits(&exported, &x, batch, PlanMode::Stored);
         let e = max_rel_err(&got, &want);
         assert!(e < 1e-4, "{what} batch {batch}: exported error {e}");
         // The check has teeth: removing the same channels without zeroing them first changes
@@ -290,12 +270,7 @@ fn run(recipe_text: &str, tag: &str) -> (lopper_train::TrainSummary, PathBuf) {
 }
 
 fn export(zoo: ZooModel, s: &lopper_train::TrainSummary) -> lopper_model::Model {
-    let meta = ExportMeta {
-        name: "s".into(),
-        preprocess: None,
-        labels: Vec::new(),
-    };
-    lopper_train::export::export_checkpoint(zoo, &s.checkpoint, &meta).unwrap()
+    lopper_train::export::export_checkpoint(zoo, &s.checkpoint, &meta("s")).unwrap()
 }
 
 #[test]
