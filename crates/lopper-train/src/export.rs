@@ -269,11 +269,10 @@ fn load<M: Classifier>(model: M, path: &Path) -> Result<M, ExportError> {
         path: path.display().to_string(),
         message,
     };
-    let model = match ChannelHistory::from_dir(dir).map_err(fail)? {
-        Some(h) => h.replay(model).map_err(|e| fail(e.to_string()))?,
-        None => model,
-    };
-    model.try_load_file(path).map_err(|e| fail(e.to_string()))
+    ChannelHistory::template_for(dir, model)
+        .map_err(fail)?
+        .try_load_file(path)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Loads a checkpoint into the first of `candidates` that takes it: the plain model, then the

@@ -59,16 +59,11 @@ fn run<M: Classifier>(
 ) -> Result<Sensitivity, TrainError> {
     let path = dir.join("model.bpk");
     // A structurally pruned (or L0-folded) checkpoint has the shapes its recorded events leave.
-    let fresh = match ChannelHistory::from_dir(dir).map_err(|message| TrainError::Checkpoint {
-        path: dir.join("state.json"),
-        message,
-    })? {
-        Some(h) => h.replay(fresh).map_err(|source| TrainError::Replay {
+    let fresh =
+        ChannelHistory::template_for(dir, fresh).map_err(|message| TrainError::Checkpoint {
             path: dir.join("state.json"),
-            source,
-        })?,
-        None => fresh,
-    };
+            message,
+        })?;
     let model = fresh
         .try_load_file(&path)
         .map_err(|e| TrainError::Checkpoint {

@@ -336,17 +336,12 @@ fn run<M: Classifier>(
                 .is_some_and(|l| l.gates == L0Gates::Weights)
             {
                 // Per-weight gates leave zeros in the weights: keep them zero from here on.
-                masks = Masks::new();
-                for l in prunable_layers(&model) {
-                    masks.insert(l.path.clone(), l.values.iter().map(|v| *v != 0.0).collect());
-                }
+                masks = Masks::from_zeros(&model);
                 state.prune_events += 1;
             }
             optim = optimizer(&recipe.optimizer);
             let event = ShrinkEvent {
                 label: "L0 gates folded into the weights for fine-tuning".into(),
-                event: 0,
-                ratio: 0.0,
                 channels_before: before,
                 channels_after: channel_count(&model.channel_groups()),
                 widths: model.widths(),
@@ -394,7 +389,7 @@ fn run<M: Classifier>(
             };
             let mut loss = loss_fn.forward(logits, y);
             if recipe.regularization.l1 > 0.0 {
-                loss = loss + l1_penalty(&model, device) * recipe.regularization.l1;
+                loss = loss + abs_sum(&model, device, is_prunable) * recipe.regularization.l1;
             }
             if slimming > 0.0 {
                 loss = loss + gamma_l1(&model, device) * slimming;
@@ -450,12 +445,11 @@ fn run<M: Classifier>(
             obs.on_step(epoch, bi, loss_value, 0.0);
         }
         let accuracy = evaluate(&model, &test_split);
-        // With L0 gates the zeros live in the gates: measure the network the gates leave.
-        let sparsity = if recipe.l0.is_some() {
-            measure_sparsity(&model.shrunk()).sparsity
-        } else {
-            measure_sparsity(&model).sparsity
-        };
+        // The network that ships: with L0 gates the one they leave (their zeros live in the
+        // gates), built once for the sparsity and the widths.
+        let folded = recipe.l0.is_some().then(|| model.valid().shrunk());
+        let shipped = folded.as_ref().unwrap_or(&model);
+        let sparsity = measure_sparsity(shipped).sparsity;
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / spe as f64,
@@ -463,8 +457,7 @@ fn run<M: Classifier>(
             sparsity,
             seconds: started.elapsed().as_secs_f64(),
             lr,
-            widths: (recipe.l0.is_some() || recipe.structured.is_some())
-                .then(|| model.shrunk().widths()),
+            widths: (recipe.l0.is_some() || recipe.structured.is_some()).then(|| shipped.widths()),
         };
         obs.on_epoch(&record);
         state.history.push(record);
@@ -496,22 +489,17 @@ fn run<M: Classifier>(
             save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
         }
     }
-    let sparsity = if recipe.l0.is_some() {
-        measure_sparsity(&model.shrunk())
-    } else {
-        measure_sparsity(&model)
-    };
+    let folded = recipe.l0.is_some().then(|| model.valid().shrunk());
+    let shipped = folded.as_ref().unwrap_or(&model);
+    let sparsity = measure_sparsity(shipped);
     let (params_total, params_nonzero) = count_params(&model);
-    let shrunk = (recipe.l0.is_some() || recipe.structured.is_some()).then(|| {
-        let small = model.valid().shrunk();
-        ShrinkSummary {
-            widths: small.widths(),
-            dense_macs: small.dense_macs(),
-            params_total: count_params(&small).0,
-            test_accuracy: evaluate(&small, &test_split),
-        }
+    let shrunk = (recipe.l0.is_some() || recipe.structured.is_some()).then(|| ShrinkSummary {
+        widths: shipped.widths(),
+        dense_macs: shipped.dense_macs(),
+        params_total: count_params(shipped).0,
+        test_accuracy: evaluate(shipped, &test_split),
     });
-    let channels_after = channel_count(&model.shrunk().channel_groups());
+    let channels_after = channel_count(&shipped.channel_groups());
     Ok(TrainSummary {
         test_accuracy: state
             .history
@@ -544,13 +532,19 @@ fn batch_tensors(
     (x, y)
 }
 
-/// `Σ|W|` over prunable weights, as a one-element tensor in the autodiff graph.
-fn l1_penalty<M: Module>(model: &M, device: &Device) -> Tensor<1> {
-    struct L1 {
+/// `Σ|p|` over the float parameters whose path and rank `keep` accepts, as a one-element tensor
+/// in the autodiff graph: the L1 penalty (prunable weights) and network slimming (BatchNorm γ).
+pub(crate) fn abs_sum<M: Module>(
+    model: &M,
+    device: &Device,
+    keep: impl Fn(&str, usize) -> bool,
+) -> Tensor<1> {
+    struct Sum<F> {
         path: Vec<String>,
+        keep: F,
         sum: Option<Tensor<1>>,
     }
-    impl ModuleVisitor for L1 {
+    impl<F: Fn(&str, usize) -> bool> ModuleVisitor for Sum<F> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -558,7 +552,7 @@ fn l1_penalty<M: Module>(model: &M, device: &Device) -> Tensor<1> {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if is_prunable(&self.path.join("."), D) {
+            if (self.keep)(&self.path.join("."), D) {
                 let s = param.val().abs().sum();
                 self.sum = Some(match self.sum.take() {
                     Some(acc) => acc + s,
@@ -567,8 +561,9 @@ fn l1_penalty<M: Module>(model: &M, device: &Device) -> Tensor<1> {
             }
         }
     }
-    let mut v = L1 {
+    let mut v = Sum {
         path: Vec::new(),
+        keep,
         sum: None,
     };
     model.visit(&mut v);
@@ -695,11 +690,10 @@ fn resume<M: Classifier>(
     let optim = optim
         .load(&optim_path)
         .map_err(|e| err(&optim_path, e.to_string()))?;
-    let mut masks = Masks::new();
-    if state.prune_events > 0 {
-        for l in prunable_layers(&model) {
-            masks.insert(l.path.clone(), l.values.iter().map(|v| *v != 0.0).collect());
-        }
-    }
+    let masks = if state.prune_events > 0 {
+        Masks::from_zeros(&model)
+    } else {
+        Masks::new()
+    };
     Ok((model, optim, masks, state))
 }

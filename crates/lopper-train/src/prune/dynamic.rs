@@ -17,9 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use super::masks::{prunable_layers, LayerInfo, Masks};
 use super::schedule::Grow;
 
-/// The dense gradient of `layer` (before masking), flattened.
-fn gradient(grads: &GradientsParams, layer: &LayerInfo) -> Option<Vec<f32>> {
+/// The dense gradient of `layer` (before masking), flattened; `None` for a parameter that took
+/// no part in the loss.
+pub(crate) fn gradient(grads: &GradientsParams, layer: &LayerInfo) -> Option<Vec<f32>> {
     let data = match layer.shape.len() {
+        1 => grads.get::<1>(layer.id)?.into_data(),
         2 => grads.get::<2>(layer.id)?.into_data(),
         4 => grads.get::<4>(layer.id)?.into_data(),
         _ => return None,

@@ -35,11 +35,18 @@ pub fn is_prunable(path: &str, rank: usize) -> bool {
 
 /// Parameters of rank >= 2 whose path ends in `weight`.
 pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
-    struct Collect {
+    float_params(model, is_prunable)
+}
+
+/// Every float parameter whose path and rank `keep` accepts, in the visitor's order (BatchNorm
+/// running statistics included: burn visits them as parameters).
+pub fn float_params<M: Module>(model: &M, keep: impl Fn(&str, usize) -> bool) -> Vec<LayerInfo> {
+    struct Collect<F> {
         path: Vec<String>,
+        keep: F,
         out: Vec<LayerInfo>,
     }
-    impl ModuleVisitor for Collect {
+    impl<F: Fn(&str, usize) -> bool> ModuleVisitor for Collect<F> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -48,7 +55,7 @@ pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let path = self.path.join(".");
-            if !is_prunable(&path, D) {
+            if !(self.keep)(&path, D) {
                 return;
             }
             let t = param.val();
@@ -64,6 +71,7 @@ pub fn prunable_layers<M: Module>(model: &M) -> Vec<LayerInfo> {
     }
     let mut c = Collect {
         path: Vec::new(),
+        keep,
         out: Vec::new(),
     };
     model.visit(&mut c);
@@ -106,6 +114,16 @@ fn cached_factor(
 impl Masks {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Masks that keep exactly the nonzero prunable weights of `model` (its zeros stay zero):
+    /// what a resumed pruned run, or weights with folded per-weight L0 gates, train under.
+    pub fn from_zeros<M: Module>(model: &M) -> Self {
+        let mut masks = Self::new();
+        for l in prunable_layers(model) {
+            masks.insert(l.path, l.values.iter().map(|v| *v != 0.0).collect());
+        }
+        masks
     }
 
     pub fn insert(&mut self, path: impl Into<String>, keep: Vec<bool>) {

@@ -1,6 +1,6 @@
 //! One structured prune event inside training: score, select, shrink, record.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -16,8 +16,6 @@ use crate::model::Classifier;
 pub struct ShrinkEvent {
     /// What happened, for people: `structured prune 2 of 3 (33 % removed)`.
     pub label: String,
-    pub event: usize,
-    pub ratio: f64,
     pub channels_before: usize,
     pub channels_after: usize,
     pub widths: Vec<usize>,
@@ -115,8 +113,6 @@ pub fn prune_event<M: Classifier>(
             spec.at_epochs.len(),
             ratio * 100.0
         ),
-        event: k,
-        ratio,
         channels_before: channel_count(&groups),
         channels_after: channel_count(&small.channel_groups()),
         widths: small.widths(),
@@ -126,31 +122,7 @@ pub fn prune_event<M: Classifier>(
 
 /// `Σ|γ|` over every BatchNorm γ, in the autodiff graph (network slimming).
 pub fn gamma_l1<M: Module>(model: &M, device: &Device) -> Tensor<1> {
-    struct Gammas {
-        path: Vec<String>,
-        sum: Option<Tensor<1>>,
-    }
-    impl ModuleVisitor for Gammas {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if D == 1 && self.path.last().is_some_and(|n| n == "gamma") {
-                let s = param.val().abs().sum();
-                self.sum = Some(match self.sum.take() {
-                    Some(acc) => acc + s,
-                    None => s,
-                });
-            }
-        }
-    }
-    let mut v = Gammas {
-        path: Vec::new(),
-        sum: None,
-    };
-    model.visit(&mut v);
-    v.sum.unwrap_or_else(|| Tensor::<1>::zeros([1], device))
+    crate::trainer::abs_sum(model, device, |path, rank| {
+        rank == 1 && path.rsplit('.').next() == Some("gamma")
+    })
 }

@@ -101,6 +101,16 @@ impl ChannelHistory {
         Ok(model)
     }
 
+    /// `model` (a full-size zoo model) with the shapes the checkpoint in `dir` has: the events
+    /// of its `state.json` replayed, or unchanged when there are none. A replay error is the
+    /// event's message; the caller names the file.
+    pub fn template_for<M: Classifier>(dir: &Path, model: M) -> Result<M, String> {
+        match Self::from_dir(dir)? {
+            Some(h) => h.replay(model).map_err(|e| e.to_string()),
+            None => Ok(model),
+        }
+    }
+
     /// The history in a training folder's `state.json`, if it has one with structured events.
     pub fn from_dir(dir: &Path) -> Result<Option<Self>, String> {
         let path = dir.join("state.json");

@@ -11,13 +11,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::graph::Group;
-use crate::model::floats;
+use crate::prune::dynamic::gradient;
+use crate::prune::masks::{float_params, LayerInfo};
 
 /// How channels are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,45 +40,12 @@ impl Importance {
     }
 }
 
-/// A float parameter: id, shape, values.
-#[derive(Debug, Clone)]
-pub struct ParamInfo {
-    pub id: ParamId,
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
-}
-
 /// Every float parameter of `model` by path (`blocks.0.conv1.weight`, `blocks.0.bn1.gamma`).
-pub fn params<M: Module>(model: &M) -> HashMap<String, ParamInfo> {
-    struct Collect {
-        path: Vec<String>,
-        out: HashMap<String, ParamInfo>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let t = param.val();
-            self.out.insert(
-                self.path.join("."),
-                ParamInfo {
-                    id: param.id,
-                    shape: t.dims().to_vec(),
-                    values: floats(t),
-                },
-            );
-        }
-    }
-    let mut c = Collect {
-        path: Vec::new(),
-        out: HashMap::new(),
-    };
-    model.visit(&mut c);
-    c.out
+pub fn params<M: Module>(model: &M) -> HashMap<String, LayerInfo> {
+    float_params(model, |_, _| true)
+        .into_iter()
+        .map(|p| (p.path.clone(), p))
+        .collect()
 }
 
 /// Indices into a parameter's values that belong to output channel `c`: Conv2d `[out, ...]`
@@ -112,7 +79,7 @@ fn channel_params(g: &Group) -> Vec<String> {
 /// BatchNorm scores 0 under `bn_gamma` (recipes refuse that criterion on models without one).
 pub fn magnitude_scores(
     groups: &[Group],
-    params: &HashMap<String, ParamInfo>,
+    params: &HashMap<String, LayerInfo>,
     importance: Importance,
 ) -> BTreeMap<String, Vec<f64>> {
     let mut out = BTreeMap::new();
@@ -173,23 +140,14 @@ impl TaylorScores {
     }
 }
 
-fn gradient(grads: &GradientsParams, p: &ParamInfo) -> Option<Vec<f32>> {
-    let data = match p.shape.len() {
-        1 => grads.get::<1>(p.id)?.into_data(),
-        2 => grads.get::<2>(p.id)?.into_data(),
-        4 => grads.get::<4>(p.id)?.into_data(),
-        _ => return None,
-    };
-    data.convert::<f32>().try_into_vec::<f32>().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(shape: Vec<usize>, values: Vec<f32>) -> ParamInfo {
-        ParamInfo {
-            id: ParamId::new(),
+    fn info(shape: Vec<usize>, values: Vec<f32>) -> LayerInfo {
+        LayerInfo {
+            path: String::new(),
+            id: burn::module::ParamId::new(),
             shape,
             values,
         }
@@ -213,7 +171,7 @@ mod tests {
         let lin = info(vec![2, 3], vec![1.0, -2.0, 0.0, 3.0, 0.0, 0.0]);
         // Conv [out 3, in 1, 1, 2]: row c is output c.
         let conv = info(vec![3, 1, 1, 2], vec![1.0, 1.0, 0.0, 0.0, -4.0, 3.0]);
-        let table: HashMap<String, ParamInfo> = [
+        let table: HashMap<String, LayerInfo> = [
             ("a.weight".to_string(), lin),
             ("b.weight".to_string(), conv),
             ("n.gamma".to_string(), info(vec![3], vec![0.5, -0.25, 0.0])),
