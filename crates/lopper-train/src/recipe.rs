@@ -158,6 +158,23 @@ pub struct PruningSpec {
     /// consecutive inputs of every output unit (needs a one_shot schedule to `1 - n/m`).
     #[serde(default)]
     pub pattern: Option<String>,
+    /// How the weights a mask keeps before the first step are scaled (sparse from the start:
+    /// SET, RigL, or a one-shot at epoch 0).
+    #[serde(default)]
+    pub sparse_init: SparseInit,
+}
+
+/// Scaling of the kept weights when a network is made sparse before its first step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SparseInit {
+    /// Keep the dense initialisation: a layer at density `d` starts with its pre-activation
+    /// variance scaled by `d`.
+    #[default]
+    Dense,
+    /// Scale each layer's kept weights by `1/sqrt(d)`, so the variance matches the sparse
+    /// fan-in (Evci et al. 2022, "Gradient flow in sparse neural networks").
+    FanIn,
 }
 
 impl PruningSpec {
@@ -192,6 +209,7 @@ impl Default for PruningSpec {
             schedule: Schedule::None,
             overrides: BTreeMap::new(),
             pattern: None,
+            sparse_init: SparseInit::Dense,
         }
     }
 }
@@ -352,6 +370,16 @@ impl Recipe {
                     "per-layer targets do not apply to an N:M pattern".into(),
                 ));
             }
+        }
+        let sparse_from_start = matches!(
+            p.schedule,
+            Schedule::Set { .. } | Schedule::Rigl { .. } | Schedule::OneShot { epoch: 0, .. }
+        );
+        if p.sparse_init == SparseInit::FanIn && !sparse_from_start {
+            return Err(bad(
+                "pruning.sparse_init",
+                "\"fan_in\" rescales a network made sparse before its first step: it needs a set or rigl schedule, or one_shot at epoch 0".into(),
+            ));
         }
         match &p.schedule {
             Schedule::None => {}
@@ -620,6 +648,17 @@ overrides = { "fc3.weight" = 0.5 }
             .to_string()
             .contains("vgg16"));
         assert!(parse(&GOOD.replace("\"gradual\"", "\"sometimes\"")).is_err());
+    }
+
+    #[test]
+    fn parses_sparse_init_and_rejects_it_where_nothing_starts_sparse() {
+        let rigl = "model = \"lenet300\"\nepochs = 5\n[pruning]\nschedule = { kind = \"rigl\", target = 0.9, every_steps = 100 }\n";
+        assert_eq!(parse(rigl).unwrap().pruning.sparse_init, SparseInit::Dense);
+        let r = parse(&format!("{rigl}sparse_init = \"fan_in\"\n")).unwrap();
+        assert_eq!(r.pruning.sparse_init, SparseInit::FanIn);
+        assert!(parse(&format!("{rigl}sparse_init = \"lecun\"\n")).is_err());
+        let e = parse(&format!("{GOOD}sparse_init = \"fan_in\"\n")).unwrap_err();
+        assert!(e.to_string().contains("pruning.sparse_init"), "{e}");
     }
 
     #[test]

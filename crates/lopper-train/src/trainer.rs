@@ -18,7 +18,7 @@ use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
 use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
-use crate::recipe::{L0Gates, L0Weighting, OptimizerSpec, Recipe, RecipeError};
+use crate::recipe::{L0Gates, L0Weighting, OptimizerSpec, Recipe, RecipeError, SparseInit};
 use crate::structured::event::{gamma_l1, prune_event, ShrinkEvent, TaylorData};
 use crate::structured::{channel_count, ChannelHistory, ReplayError};
 
@@ -377,6 +377,9 @@ fn run<M: Classifier>(
                 let layers = prunable_layers(&model);
                 masks = plan.masks(&layers, &masks, target, final_target, state.prune_events);
                 model = masks.apply(model);
+                if step == 0 && recipe.pruning.sparse_init == SparseInit::FanIn {
+                    model = masks.scale_to_fan_in(model);
+                }
                 state.prune_events += 1;
                 obs.on_prune(step, target);
             }

@@ -243,6 +243,49 @@ impl Masks {
     }
 }
 
+impl Masks {
+    /// Multiplies each masked layer's weights by `1/sqrt(density)` (its kept fraction), so a
+    /// network made sparse before its first step starts with the pre-activation variance of
+    /// its sparse fan-in instead of a `density`-times smaller one. Masked weights stay zero.
+    pub fn scale_to_fan_in<M: Module>(&self, model: M) -> M {
+        struct Scale<'a> {
+            masks: &'a Masks,
+            path: Vec<String>,
+        }
+        impl ModuleMapper for Scale<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let Some(keep) = self.masks.get(&self.path.join(".")) else {
+                    return param;
+                };
+                let kept = keep.iter().filter(|k| **k).count();
+                if kept == 0 || kept == keep.len() {
+                    return param;
+                }
+                let factor = (keep.len() as f64 / kept as f64).sqrt();
+                param.map(|t| {
+                    let require_grad = t.is_require_grad();
+                    let scaled = t.mul_scalar(factor).detach();
+                    if require_grad {
+                        scaled.require_grad()
+                    } else {
+                        scaled
+                    }
+                })
+            }
+        }
+        model.map(&mut Scale {
+            masks: self,
+            path: Vec::new(),
+        })
+    }
+}
+
 /// Sparsity measured from the weights themselves: the fraction of exact zeros per prunable
 /// layer and over all of them.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -285,7 +328,9 @@ pub fn measure_sparsity<M: Module>(model: &M) -> SparsityReport {
 
 #[cfg(test)]
 mod tests {
-    use super::is_prunable;
+    use super::{is_prunable, prunable_layers, Masks};
+    use crate::model::Lenet300;
+    use burn::tensor::Device;
 
     #[test]
     fn only_weights_of_rank_two_or_more_are_prunable() {
@@ -295,5 +340,37 @@ mod tests {
         assert!(!is_prunable("bn.gamma", 1));
         assert!(!is_prunable("fc1.weight", 1));
         assert!(!is_prunable("fc1.fooweight", 2));
+    }
+
+    #[test]
+    fn fan_in_scaling_multiplies_kept_weights_by_one_over_root_density() {
+        let model = {
+            let _rng = crate::trainer::rng_guard();
+            Lenet300::new(&Device::flex())
+        };
+        let before = prunable_layers(&model);
+        let fc1 = before.iter().find(|l| l.path == "fc1.weight").unwrap();
+        // Keep every 4th weight of fc1: density 1/4, factor 2. fc2 stays fully kept (factor 1).
+        let keep: Vec<bool> = (0..fc1.values.len()).map(|i| i % 4 == 0).collect();
+        let mut masks = Masks::new();
+        masks.insert("fc1.weight", keep.clone());
+        masks.insert("fc2.weight", vec![true; 300 * 100]);
+        let masked = masks.apply(model);
+        let model = masks.scale_to_fan_in(masked);
+        for layer in prunable_layers(&model) {
+            let old = before.iter().find(|l| l.path == layer.path).unwrap();
+            for (i, (&new, &was)) in layer.values.iter().zip(&old.values).enumerate() {
+                let want = match layer.path.as_str() {
+                    "fc1.weight" if keep[i] => was * 2.0,
+                    "fc1.weight" => 0.0,
+                    _ => was,
+                };
+                assert!(
+                    (new - want).abs() <= 1e-6 * want.abs(),
+                    "{} [{i}]: {new} vs {want}",
+                    layer.path
+                );
+            }
+        }
     }
 }
