@@ -39,7 +39,7 @@ fn for_kernel(k: &ConvKernel, w: &WeightMatrix) -> WeightMatrix {
 
 /// Runs every available kernel on `w` (in its format) and checks it against the twin.
 fn check_all(w: &WeightMatrix, g: &ConvGeom, x: &[f32], n: usize, what: &str) {
-    for k in candidates(Isa::Avx512) {
+    for k in candidates(Isa::Avx512).filter(|k| k.supports(g, n)) {
         let wk = for_kernel(k, w);
         let want = conv_reference(&wk, g, x, n);
         let mut y = vec![f32::NAN; w.rows() * g.pixels() * n];
@@ -66,6 +66,9 @@ fn every_kernel_matches_the_twin_on_a_geometry_grid() {
         (2, 12, 12, 5, 5, 1, 1, 0, 0),
         (1, 20, 19, 3, 3, 1, 1, 1, 1),
         (2, 18, 26, 3, 3, 2, 1, 2, 1),
+        // Batch-1 shifted rows: planes of 9 x 64 floats, and 2 x 64 + 15 behind padding.
+        (1, 28, 28, 5, 5, 1, 1, 0, 0),
+        (3, 11, 13, 3, 3, 1, 1, 1, 1),
     ];
     for (gi, &(c, h, w, kh, kw, sh, sw, ph, pw)) in geoms.iter().enumerate() {
         let g = ConvGeom::new(c, h, w, kh, kw, sh, sw, ph, pw).unwrap();
@@ -96,7 +99,6 @@ fn every_kernel_matches_the_twin_on_a_geometry_grid() {
 fn adversarial_sparsity() {
     let g = ConvGeom::new(3, 6, 6, 3, 3, 1, 1, 1, 1).unwrap();
     let (rows, k) = (6, g.k());
-    let x = input(&g, 3, 1);
     let mut cases: Vec<(&str, Vec<bool>)> = vec![
         ("all zero", vec![false; rows * k]),
         ("dense", vec![true; rows * k]),
@@ -114,7 +116,16 @@ fn adversarial_sparsity() {
     for (what, mask) in cases {
         for dtype in [Dtype::F32, Dtype::I8] {
             let w = weights(rows, &g, &mask, FormatKind::Csr16, dtype, 5);
-            check_all(&w, &g, &x, 3, &format!("{what} {dtype:?}"));
+            // Batch 3, and batch 1 where the shifted-row kernels run too.
+            for n in [3, 1] {
+                check_all(
+                    &w,
+                    &g,
+                    &input(&g, n, 1),
+                    n,
+                    &format!("{what} {dtype:?} n {n}"),
+                );
+            }
         }
     }
 }
@@ -143,10 +154,12 @@ fn adversarial_values_nan_through_stored_zero_and_huge_values() {
     mask[g.k() + 7] = true;
     mask[g.k() + 1] = true; // a stored zero
     let w = WeightMatrix::encode(&dense, &mask, FormatKind::Csr16, Dtype::F32).unwrap();
-    let mut x = input(&g, 2, 9);
-    x[(5 * 5 + 7) * 2] = f32::NAN; // channel 1: reaches row 1 through the stored zero
-    x[3] = 1e10;
-    check_all(&w, &g, &x, 2, "nan and huge");
+    for n in [2, 1] {
+        let mut x = input(&g, n, 9);
+        x[(5 * 5 + 7) * n] = f32::NAN; // channel 1: reaches row 1 through the stored zero
+        x[3 / n] = 1e10;
+        check_all(&w, &g, &x, n, &format!("nan and huge, n {n}"));
+    }
 }
 
 #[test]
@@ -155,32 +168,68 @@ fn every_split_into_threads_is_bit_identical() {
     let rows = 11;
     let mask = random_mask(rows, g.k(), 0.3, Pattern::Unstructured, &mut rng(4));
     let w = weights(rows, &g, &mask, FormatKind::Csr16, Dtype::F32, 6);
-    let x = input(&g, 5, 7);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
         .build()
         .unwrap();
-    for k in candidates(Isa::Avx512) {
-        let wk = for_kernel(k, &w);
-        let mut one = vec![0.0; rows * g.pixels() * 5];
-        execute(
-            k,
-            &wk,
-            &g,
-            &x,
-            5,
-            &mut one,
-            std::slice::from_ref(&(0..rows)),
-        )
-        .unwrap();
-        for parts in [2, 3, 7] {
-            let p = Partition::balanced(&wk, parts);
-            let mut y = vec![0.0; one.len()];
-            pool.install(|| execute(k, &wk, &g, &x, 5, &mut y, p.ranges()))
-                .unwrap();
-            assert!(y == one, "{}: split {:?} differs", k.name, p.ranges());
+    // Batch 1 is where the shifted-row kernels run (each thread builds its own shifted rows).
+    for n in [5, 1] {
+        let x = input(&g, n, 7);
+        for k in candidates(Isa::Avx512).filter(|k| k.supports(&g, n)) {
+            let wk = for_kernel(k, &w);
+            let mut one = vec![0.0; rows * g.pixels() * n];
+            execute(
+                k,
+                &wk,
+                &g,
+                &x,
+                n,
+                &mut one,
+                std::slice::from_ref(&(0..rows)),
+            )
+            .unwrap();
+            for parts in [2, 3, 7] {
+                let p = Partition::balanced(&wk, parts);
+                let mut y = vec![0.0; one.len()];
+                pool.install(|| execute(k, &wk, &g, &x, n, &mut y, p.ranges()))
+                    .unwrap();
+                assert!(y == one, "{}: split {:?} differs", k.name, p.ranges());
+            }
         }
     }
+}
+
+#[test]
+fn shifted_rows_run_only_batch_one_unit_stride() {
+    let g = ConvGeom::new(2, 6, 6, 3, 3, 1, 1, 1, 1).unwrap();
+    let w = weights(
+        3,
+        &g,
+        &vec![true; 3 * g.k()],
+        FormatKind::Csr16,
+        Dtype::F32,
+        1,
+    );
+    let k = CONV_KERNELS
+        .iter()
+        .find(|k| k.name == "conv_shift_csr_scalar")
+        .unwrap();
+    assert!(k.supports(&g, 1) && !k.supports(&g, 2));
+    let mut y = vec![0.0; 3 * g.pixels() * 2];
+    let e = k
+        .run(&w, &g, &input(&g, 2, 1), 2, &mut y, 0..3)
+        .unwrap_err();
+    assert!(e.to_string().contains("batch 1"), "{e}");
+    let g2 = ConvGeom::new(2, 6, 6, 3, 3, 2, 1, 1, 1).unwrap();
+    assert!(!k.supports(&g2, 1));
+    let mut y = vec![0.0; 3 * g2.pixels()];
+    assert!(k.run(&w, &g2, &input(&g2, 1, 1), 1, &mut y, 0..3).is_err());
+    // The others take any batch and stride.
+    let direct = CONV_KERNELS
+        .iter()
+        .find(|k| k.name == "conv_direct_csr_scalar")
+        .unwrap();
+    assert!(direct.supports(&g2, 7));
 }
 
 #[test]
@@ -253,11 +302,33 @@ proptest! {
         let wm = weights(rows, &g, &mask, FormatKind::Csr16, dtype, seed + 1);
         let x = input(&g, n, seed + 2);
         let want = conv_reference(&wm, &g, &x, n);
-        for k in candidates(Isa::Avx512) {
+        for k in candidates(Isa::Avx512).filter(|k| k.supports(&g, n)) {
             let wk = for_kernel(k, &wm);
             let want = if k.accepts(&wm) { want.clone() } else { conv_reference(&wk, &g, &x, n) };
             let mut y = vec![f32::NAN; rows * g.pixels() * n];
             k.run(&wk, &g, &x, n, &mut y, 0..rows).unwrap();
+            prop_assert!(want.check(&y).is_ok(), "{}: {:?}", k.name, want.check(&y));
+        }
+    }
+
+    /// Batch 1, unit strides: the shifted-row kernels on planes below, at and above their
+    /// 64-, 16- and 4-float chunks, against the twin.
+    #[test]
+    fn batch_one_unit_stride_matches_the_twin(
+        c in 1usize..5, h in 1usize..22, w in 1usize..22, kh in 1usize..6, kw in 1usize..6,
+        ph in 0usize..3, pw in 0usize..3, rows in 1usize..6, density in 0.0f64..1.0,
+        seed in 0u64..1000, int8 in any::<bool>(),
+    ) {
+        prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
+        let g = ConvGeom::new(c, h, w, kh, kw, 1, 1, ph, pw).unwrap();
+        let mask = random_mask(rows, g.k(), density, Pattern::Unstructured, &mut rng(seed));
+        let dtype = if int8 { Dtype::I8 } else { Dtype::F32 };
+        let wm = weights(rows, &g, &mask, FormatKind::Csr16, dtype, seed + 1);
+        let x = input(&g, 1, seed + 2);
+        let want = conv_reference(&wm, &g, &x, 1);
+        for k in candidates(Isa::Avx512).filter(|k| k.name.contains("_shift_")) {
+            let mut y = vec![f32::NAN; rows * g.pixels()];
+            k.run(&wm, &g, &x, 1, &mut y, 0..rows).unwrap();
             prop_assert!(want.check(&y).is_ok(), "{}: {:?}", k.name, want.check(&y));
         }
     }

@@ -20,6 +20,7 @@ use crate::isa::Isa;
 use crate::reference::Reference;
 
 mod body;
+mod shift;
 
 /// Geometry of a 2-D convolution over one `[C, H, W]` example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +100,27 @@ impl std::fmt::Debug for ConvKernel {
 
 /// Every direct-convolution kernel, best ISA first within each format: `csr` kernels take CSR
 /// (u16 or u32 indices), `bsr4x1` kernels BSR with 4x1 blocks, whose four output channels share
-/// each loaded run of `X`; both with f32 or int8 values.
+/// each loaded run of `X`; both with f32 or int8 values. `shift_csr` kernels (CSR) run only
+/// batch-1, unit-stride convolutions (see [`ConvKernel::supports`]), through column-shifted
+/// input rows.
 pub static CONV_KERNELS: &[ConvKernel] = &[
+    #[cfg(target_arch = "x86_64")]
+    ConvKernel {
+        name: "conv_shift_csr_avx512",
+        isa: Isa::Avx512,
+        imp: shift::x86::shift_avx512,
+    },
+    #[cfg(target_arch = "x86_64")]
+    ConvKernel {
+        name: "conv_shift_csr_avx2",
+        isa: Isa::Avx2,
+        imp: shift::x86::shift_avx2,
+    },
+    ConvKernel {
+        name: "conv_shift_csr_scalar",
+        isa: Isa::Scalar,
+        imp: shift::shift_scalar,
+    },
     #[cfg(target_arch = "x86_64")]
     ConvKernel {
         name: "conv_direct_bsr4x1_avx512",
@@ -159,6 +179,12 @@ impl ConvKernel {
         }
     }
 
+    /// Whether this kernel computes convolutions of geometry `g` at batch `n` (the shifted-row
+    /// kernels: batch 1, unit strides; the others: any).
+    pub fn supports(&self, g: &ConvGeom, n: usize) -> bool {
+        !self.name.contains("_shift_") || shift::supports(g, n)
+    }
+
     /// Checks everything the kernel relies on: ISA, CSR weights of `g.k()` columns, `x` of
     /// `[C, H, W, n]`, `y` holding exactly the output rows of `rows`.
     pub fn check(
@@ -204,6 +230,12 @@ impl ConvKernel {
             return Err(KernelError::Unsupported {
                 kernel: self.name,
                 reason: "inconsistent convolution geometry",
+            });
+        }
+        if !self.supports(g, n) {
+            return Err(KernelError::Unsupported {
+                kernel: self.name,
+                reason: "shifted rows need batch 1 and unit strides",
             });
         }
         shape("x (C*H*W*batch)", g.c * g.h * g.w * n, x.len())?;

@@ -300,10 +300,10 @@ pub fn make_plan(
             let mut kernels: Vec<MmKernel> = registry::candidates(&w, n, isa)
                 .map(MmKernel::Gemm)
                 .collect();
-            if geom.is_some() && mode == PlanMode::Measured {
+            if let (Some(g), PlanMode::Measured) = (&geom, mode) {
                 kernels.extend(
                     lopper_kernels::conv::candidates(isa)
-                        .filter(|k| k.accepts(&w))
+                        .filter(|k| k.accepts(&w) && k.supports(g, sub))
                         .map(MmKernel::Direct),
                 );
             }
