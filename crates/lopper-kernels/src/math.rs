@@ -173,5 +173,8 @@ mod tests {
         assert!(worst < 1e-6, "absolute error {worst}");
         assert!(erf(0.0).abs() < 1e-6);
         assert!((erf(30.0) - 1.0).abs() < 1e-7 && (erf(-30.0) + 1.0).abs() < 1e-7);
+        assert_eq!(erf(f32::INFINITY), 1.0);
+        assert_eq!(erf(f32::NEG_INFINITY), -1.0);
+        assert!(erf(f32::NAN).is_nan());
     }
 }

@@ -327,8 +327,10 @@ proptest! {
         let x = input(&g, 1, seed + 2);
         let want = conv_reference(&wm, &g, &x, 1);
         for k in candidates(Isa::Avx512).filter(|k| k.name.contains("_shift_")) {
+            let wk = for_kernel(k, &wm);
+            let want = if k.accepts(&wm) { want.clone() } else { conv_reference(&wk, &g, &x, 1) };
             let mut y = vec![f32::NAN; rows * g.pixels()];
-            k.run(&wm, &g, &x, 1, &mut y, 0..rows).unwrap();
+            k.run(&wk, &g, &x, 1, &mut y, 0..rows).unwrap();
             prop_assert!(want.check(&y).is_ok(), "{}: {:?}", k.name, want.check(&y));
         }
     }

@@ -100,10 +100,27 @@ impl std::fmt::Debug for ConvKernel {
 
 /// Every direct-convolution kernel, best ISA first within each format: `csr` kernels take CSR
 /// (u16 or u32 indices), `bsr4x1` kernels BSR with 4x1 blocks, whose four output channels share
-/// each loaded run of `X`; both with f32 or int8 values. `shift_csr` kernels (CSR) run only
-/// batch-1, unit-stride convolutions (see [`ConvKernel::supports`]), through column-shifted
-/// input rows.
+/// each loaded run of `X`; both with f32 or int8 values. `shift` kernels (CSR, and BSR 4x1)
+/// run only batch-1, unit-stride convolutions (see [`ConvKernel::supports`]), through
+/// column-shifted input rows.
 pub static CONV_KERNELS: &[ConvKernel] = &[
+    #[cfg(target_arch = "x86_64")]
+    ConvKernel {
+        name: "conv_shift_bsr4x1_avx512",
+        isa: Isa::Avx512,
+        imp: shift::x86::shift_b41_avx512,
+    },
+    #[cfg(target_arch = "x86_64")]
+    ConvKernel {
+        name: "conv_shift_bsr4x1_avx2",
+        isa: Isa::Avx2,
+        imp: shift::x86::shift_b41_avx2,
+    },
+    ConvKernel {
+        name: "conv_shift_bsr4x1_scalar",
+        isa: Isa::Scalar,
+        imp: shift::shift_b41_scalar,
+    },
     #[cfg(target_arch = "x86_64")]
     ConvKernel {
         name: "conv_shift_csr_avx512",

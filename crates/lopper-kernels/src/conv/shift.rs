@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::ConvGeom;
-use crate::format::{ColIndex, Csr, Values, WeightMatrix};
+use crate::format::{Bsr, ColIndex, Csr, Values, WeightMatrix};
 
 /// Whether the shifted-row kernels compute this convolution: batch 1 and unit strides.
 pub(super) fn supports(g: &ConvGeom, n: usize) -> bool {
@@ -186,22 +186,7 @@ fn body<I: ColIndex, const FMA: bool, const AVX512: bool>(
     rows: Range<usize>,
 ) {
     let plane = g.pixels();
-    // The buffers are taken out of the thread-local and put back, not used inside `with`'s
-    // closure: a closure is not inlined into the caller's target features, and its FMAs would
-    // become library calls.
-    let (mut s, mut offs) = SCRATCH.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-    #[cfg(target_arch = "x86_64")]
-    if AVX512 {
-        // SAFETY: `AVX512` is set only by the wrapper compiled for (and checked to run on)
-        // AVX-512.
-        shift_rows(g, x, &mut s, &mut offs, |d, src, sp| unsafe {
-            fill_avx512(d, src, sp)
-        });
-    } else {
-        shift_rows(g, x, &mut s, &mut offs, fill_portable);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    shift_rows(g, x, &mut s, &mut offs, fill_portable);
+    let (s, offs) = take_shifted::<AVX512>(g, x);
     let (rp, cols) = (m.row_ptr(), m.col_idx());
     let mut w = [0.0f32; BATCH];
     let mut off = [0u32; BATCH];
@@ -238,11 +223,136 @@ fn body<I: ColIndex, const FMA: bool, const AVX512: bool>(
             }
         }
     }
+    give_back(s, offs);
+}
+
+/// `S` and the column offsets for `x`, in the thread's scratch (taken out of it; hand them back
+/// with [`give_back`]). The buffers are taken and returned rather than used inside `with`'s
+/// closure: a closure is not inlined into the caller's target features, and the FMAs in it
+/// would become library calls.
+#[inline(always)]
+fn take_shifted<const AVX512: bool>(g: &ConvGeom, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let (mut s, mut offs) = SCRATCH.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    #[cfg(target_arch = "x86_64")]
+    if AVX512 {
+        // SAFETY: `AVX512` is set only by the wrappers compiled for (and checked to run on)
+        // AVX-512.
+        shift_rows(g, x, &mut s, &mut offs, |d, src, sp| unsafe {
+            fill_avx512(d, src, sp)
+        });
+    } else {
+        shift_rows(g, x, &mut s, &mut offs, fill_portable);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    shift_rows(g, x, &mut s, &mut offs, fill_portable);
+    (s, offs)
+}
+
+fn give_back(s: Vec<f32>, offs: Vec<u32>) {
     SCRATCH.with(|cell| *cell.borrow_mut() = (s, offs));
 }
 
+/// [`run`] for four output channels (a BSR 4x1 block row): each loaded run of `S` feeds four
+/// sets of `L` sums. `out` holds the block row's `nr <= 4` channels, `plane` floats each; the
+/// weights of channels past `nr` are zero and their sums are not stored.
+#[inline(always)]
+fn run4<const L: usize, const FMA: bool>(
+    w: &[[f32; 4]],
+    off: &[u32],
+    s: &[f32],
+    p0: usize,
+    out: &mut [f32],
+    plane: usize,
+    nr: usize,
+) {
+    let mut acc = [[0.0f32; L]; 4];
+    for (ri, a) in acc.iter_mut().enumerate().take(nr) {
+        a.copy_from_slice(&out[ri * plane + p0..][..L]);
+    }
+    for (wv, &o) in w.iter().zip(off) {
+        let src: &[f32; L] = s[o as usize + p0..][..L].try_into().expect("L floats");
+        for l in 0..L {
+            let v = src[l];
+            for (a, &wr) in acc.iter_mut().zip(wv) {
+                a[l] = if FMA {
+                    wr.mul_add(v, a[l])
+                } else {
+                    a[l] + wr * v
+                };
+            }
+        }
+    }
+    for (ri, a) in acc.iter().enumerate().take(nr) {
+        out[ri * plane + p0..][..L].copy_from_slice(a);
+    }
+}
+
+/// The BSR 4x1 body: one block row (four output channels) at a time, in runs of `L` floats of
+/// the output plane (`4 L` sums in registers: 64 fits AVX-512's 32 registers, 16 AVX2's 16).
+#[inline(always)]
+fn body_b41<const L: usize, const FMA: bool, const AVX512: bool>(
+    m: &Bsr,
+    g: &ConvGeom,
+    x: &[f32],
+    y: &mut [f32],
+    rows: Range<usize>,
+) {
+    let plane = g.pixels();
+    let (s, offs) = take_shifted::<AVX512>(g, x);
+    let (brp, bcol) = (m.block_row_ptr(), m.block_col());
+    let mut w = [[0.0f32; 4]; BATCH];
+    let mut off = [0u32; BATCH];
+    let y_start = rows.start;
+    for bi in rows.start / 4..rows.end.div_ceil(4) {
+        let r0 = bi * 4;
+        let nr = (rows.end - r0).min(4);
+        let out = &mut y[(r0 - y_start) * plane..(r0 - y_start + nr) * plane];
+        out.fill(0.0);
+        let (a, b) = (brp[bi] as usize, brp[bi + 1] as usize);
+        for e0 in (a..b).step_by(BATCH) {
+            let len = (b - e0).min(BATCH);
+            for i in 0..len {
+                let k = e0 + i;
+                for (ri, wv) in w[i].iter_mut().enumerate() {
+                    // Rows past the matrix (an edge block) or past `rows` contribute nothing.
+                    *wv = if ri < nr {
+                        match m.values() {
+                            Values::F32(v) => v[k * 4 + ri],
+                            Values::I8 { q, scales } => q[k * 4 + ri] as f32 * scales[r0 + ri],
+                        }
+                    } else {
+                        0.0
+                    };
+                }
+                off[i] = offs[bcol[k] as usize];
+            }
+            let (w, off) = (&w[..len], &off[..len]);
+            let mut p0 = 0;
+            while p0 + L <= plane {
+                run4::<L, FMA>(w, off, &s, p0, out, plane, nr);
+                p0 += L;
+            }
+            // Planes like 7x7 = 49 floats: the tail in 16- and 4-float runs, each a full vector
+            // per channel where the ISA has one.
+            while L > 16 && p0 + 16 <= plane {
+                run4::<16, FMA>(w, off, &s, p0, out, plane, nr);
+                p0 += 16;
+            }
+            while p0 + 4 <= plane {
+                run4::<4, FMA>(w, off, &s, p0, out, plane, nr);
+                p0 += 4;
+            }
+            while p0 < plane {
+                run4::<1, FMA>(w, off, &s, p0, out, plane, nr);
+                p0 += 1;
+            }
+        }
+    }
+    give_back(s, offs);
+}
+
 macro_rules! wrapper {
-    ($(#[$attr:meta])* $name:ident, $fma:literal, $avx512:literal) => {
+    ($(#[$attr:meta])* $name:ident, csr, $fma:literal, $avx512:literal) => {
         /// # Safety
         /// Any target features named here must be available; `check` verifies it, the CSR
         /// format, the geometry ([`supports`]) and every length.
@@ -262,9 +372,29 @@ macro_rules! wrapper {
             }
         }
     };
+    ($(#[$attr:meta])* $name:ident, bsr4x1, $run:literal, $fma:literal, $avx512:literal) => {
+        /// # Safety
+        /// Any target features named here must be available; `check` verifies it, the BSR 4x1
+        /// format, the geometry ([`supports`]) and every length.
+        $(#[$attr])*
+        pub(in crate::conv) unsafe fn $name(
+            w: &WeightMatrix,
+            g: &ConvGeom,
+            x: &[f32],
+            _n: usize,
+            y: &mut [f32],
+            rows: Range<usize>,
+        ) {
+            match w {
+                WeightMatrix::Bsr(m) => body_b41::<$run, $fma, $avx512>(m, g, x, y, rows),
+                _ => debug_assert!(false, "check admits BSR 4x1 only"),
+            }
+        }
+    };
 }
 
-wrapper!(shift_scalar, false, false);
+wrapper!(shift_scalar, csr, false, false);
+wrapper!(shift_b41_scalar, bsr4x1, 16, false, false);
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
@@ -273,12 +403,30 @@ pub(super) mod x86 {
     wrapper!(
         #[target_feature(enable = "avx2,fma")]
         shift_avx2,
+        csr,
         true,
         false
     );
     wrapper!(
         #[target_feature(enable = "avx512f,avx2,fma")]
         shift_avx512,
+        csr,
+        true,
+        true
+    );
+    wrapper!(
+        #[target_feature(enable = "avx2,fma")]
+        shift_b41_avx2,
+        bsr4x1,
+        16,
+        true,
+        false
+    );
+    wrapper!(
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        shift_b41_avx512,
+        bsr4x1,
+        64,
         true,
         true
     );
