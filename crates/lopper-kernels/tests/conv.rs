@@ -224,6 +224,9 @@ fn shifted_rows_run_only_batch_one_unit_stride() {
     assert!(!k.supports(&g2, 1));
     let mut y = vec![0.0; 3 * g2.pixels()];
     assert!(k.run(&w, &g2, &input(&g2, 1, 1), 1, &mut y, 0..3).is_err());
+    // 3 x 512 x 226 x 224 floats of shifted input would pass 64 MiB: not offered.
+    let big = ConvGeom::new(512, 224, 224, 3, 3, 1, 1, 1, 1).unwrap();
+    assert!(!k.supports(&big, 1));
     // The others take any batch and stride.
     let direct = CONV_KERNELS
         .iter()

@@ -172,8 +172,11 @@ pub enum SparseInit {
     /// variance scaled by `d`.
     #[default]
     Dense,
-    /// Scale each layer's kept weights by `1/sqrt(d)`, so the variance matches the sparse
-    /// fan-in (Evci et al. 2022, "Gradient flow in sparse neural networks").
+    /// Scale each layer's kept weights by `1/sqrt(d)`, `d` the layer's density, so the
+    /// pre-activation variance matches the dense initialisation's on average (Evci et al. 2022,
+    /// "Gradient flow in sparse neural networks", scale by the sparse fan-in). Per layer, not per
+    /// unit: exact for the random masks of SET and RigL, an average for magnitude masks whose
+    /// rows keep different counts.
     FanIn,
 }
 
@@ -371,14 +374,12 @@ impl Recipe {
                 ));
             }
         }
-        let sparse_from_start = matches!(
-            p.schedule,
-            Schedule::Set { .. } | Schedule::Rigl { .. } | Schedule::OneShot { epoch: 0, .. }
-        );
+        // Any schedule that prunes before the first step (steps per epoch do not matter at 0).
+        let sparse_from_start = p.schedule.target_at(0, 1).is_some_and(|t| t > 0.0);
         if p.sparse_init == SparseInit::FanIn && !sparse_from_start {
             return Err(bad(
                 "pruning.sparse_init",
-                "\"fan_in\" rescales a network made sparse before its first step: it needs a set or rigl schedule, or one_shot at epoch 0".into(),
+                "\"fan_in\" rescales a network made sparse before its first step: it needs a schedule that prunes at step 0 (set, rigl, one_shot at epoch 0, ...)".into(),
             ));
         }
         match &p.schedule {

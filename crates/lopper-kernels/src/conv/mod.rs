@@ -252,7 +252,7 @@ impl ConvKernel {
         if !self.supports(g, n) {
             return Err(KernelError::Unsupported {
                 kernel: self.name,
-                reason: "shifted rows need batch 1 and unit strides",
+                reason: "shifted rows need batch 1, unit strides and a shifted input under 64 MiB",
             });
         }
         shape("x (C*H*W*batch)", g.c * g.h * g.w * n, x.len())?;

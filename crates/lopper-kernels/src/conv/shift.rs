@@ -8,7 +8,9 @@
 //! run of `OH * OW` floats at offset `((kx * C + ci) * (H + 2 ph) + ky) * OW`. Every stored
 //! weight becomes one long axpy into the output plane, kept in registers in chunks of 64
 //! floats, and `S` is only `kw` times the input where im2col's patch matrix is `kh * kw`
-//! times. Padding taps multiply stored zeros of `S`, exactly as im2col's patches do.
+//! times. Padding taps multiply stored zeros of `S`, exactly as im2col's patches do, so unlike
+//! the direct kernels and [`super::conv_reference`] (which skip them) a non-finite weight makes
+//! the border outputs NaN; model files never hold one (the reader rejects them).
 //!
 //! Layouts as in the parent module: CSR weights `[Cout, C*kh*kw]` (column
 //! `(ci*kh + ky)*kw + kx`), `x` `[C, H, W]`, `y` `[Cout, OH, OW]`. `S` and the per-column
@@ -20,11 +22,16 @@ use std::ops::Range;
 use super::ConvGeom;
 use crate::format::{Bsr, ColIndex, Csr, Values, WeightMatrix};
 
-/// Whether the shifted-row kernels compute this convolution: batch 1 and unit strides.
+/// The most floats the shifted input `S` may take (64 MiB): beyond that the kernels are not
+/// offered, so no thread keeps a huge scratch (it grows to the largest `S` it built, and the
+/// planner tries these kernels on every convolution they support).
+const MAX_SHIFTED: u128 = 16 << 20;
+
+/// Whether the shifted-row kernels compute this convolution: batch 1, unit strides, and `S`
+/// within [`MAX_SHIFTED`] floats.
 pub(super) fn supports(g: &ConvGeom, n: usize) -> bool {
-    // Offsets into `S` are u32.
     let s_len = g.kw as u128 * g.c as u128 * (g.h + 2 * g.ph) as u128 * g.ow as u128;
-    n == 1 && g.sh == 1 && g.sw == 1 && s_len <= u32::MAX as u128
+    n == 1 && g.sh == 1 && g.sw == 1 && s_len <= MAX_SHIFTED
 }
 
 thread_local! {
@@ -185,6 +192,9 @@ fn body<I: ColIndex, const FMA: bool, const AVX512: bool>(
     y: &mut [f32],
     rows: Range<usize>,
 ) {
+    if rows.is_empty() {
+        return;
+    }
     let plane = g.pixels();
     let (s, offs) = take_shifted::<AVX512>(g, x);
     let (rp, cols) = (m.row_ptr(), m.col_idx());
@@ -297,6 +307,9 @@ fn body_b41<const L: usize, const FMA: bool, const AVX512: bool>(
     y: &mut [f32],
     rows: Range<usize>,
 ) {
+    if rows.is_empty() {
+        return;
+    }
     let plane = g.pixels();
     let (s, offs) = take_shifted::<AVX512>(g, x);
     let (brp, bcol) = (m.block_row_ptr(), m.block_col());
