@@ -8,8 +8,8 @@
 //! - [`reference`]: the f64 twin every kernel is tested against, and its error bound;
 //! - [`parallel`]: row partitions balanced by stored entries, run on rayon;
 //! - [`mask`]: top-k and N:M mask selection on plain slices;
-//! - [`strided`] and [`math`]: the dense pieces a model keeps (attention products on strided
-//!   views, vectorisable `exp`/`erf`/GELU);
+//! - [`strided`], [`math`] and [`pool`]: the dense pieces a model keeps (attention products on
+//!   strided views, vectorisable `exp`/`erf`/GELU, the batched 2x2 max-pool);
 //! - [`synth`] and [`bench`]: seeded operands and the timing harness used by tests and benchmarks.
 
 pub mod bench;
@@ -21,6 +21,7 @@ pub mod kernels;
 pub mod mask;
 pub mod math;
 pub mod parallel;
+pub mod pool;
 pub mod reference;
 pub mod registry;
 pub mod strided;

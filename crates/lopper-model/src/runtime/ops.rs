@@ -170,6 +170,16 @@ pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
     if n == 1 {
         return pool_single(x, g, y, max);
     }
+    if max && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 {
+        // Whole n-float vectors per pixel; `pool_generic` is its twin (tests in lopper-kernels
+        // and `batched_2x2_max_pool_matches_the_generic_loop`).
+        return lopper_kernels::pool::max_pool_2x2(x, g.c, g.h, g.w, n, y);
+    }
+    pool_generic(x, g, n, y, max)
+}
+
+/// [`pool`] for any window at batch `n`, one output pixel's `n` floats at a time.
+fn pool_generic(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
     let inv = 1.0 / (g.kh * g.kw) as f32;
     for c in 0..g.c {
         for oy in 0..g.oh {
@@ -612,6 +622,22 @@ mod tests {
         // at output (1, 1).
         assert_eq!(&p[4 * 4..5 * 4], &x);
         assert_eq!(&p[0..4], &[0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn batched_2x2_max_pool_matches_the_generic_loop() {
+        let g = Window::new(3, 7, 6, 2, 2, 2, 2, 0, 0).unwrap();
+        for n in [2, 16, 19] {
+            let x: Vec<f32> = (0..g.c * g.h * g.w * n)
+                .map(|i| ((i * 7919) % 101) as f32 - 50.0)
+                .collect();
+            let mut fast = vec![0.0; g.c * g.oh * g.ow * n];
+            pool(&x, &g, n, &mut fast, true);
+            // The generic loop, which `pool` skips for this window.
+            let mut slow = vec![0.0; fast.len()];
+            pool_generic(&x, &g, n, &mut slow, true);
+            assert_eq!(fast, slow, "n {n}");
+        }
     }
 
     #[test]
