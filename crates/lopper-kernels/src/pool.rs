@@ -10,7 +10,7 @@ use crate::isa::Isa;
 
 /// `max(a, b)` that propagates NaN from either side.
 #[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
+pub fn nan_max(a: f32, b: f32) -> f32 {
     // `|`, not `||`: no short-circuit branch, so loops of it vectorise to compare + blend.
     if (b > a) | b.is_nan() {
         b

@@ -9,6 +9,7 @@
 /// Geometry of a convolution or pooling window over a `[C, H, W, n]` input (the kernels
 /// crate's convolution geometry, so direct-convolution kernels take it as it is).
 pub use lopper_kernels::conv::ConvGeom as Window;
+use lopper_kernels::pool::nan_max;
 
 /// im2col: `patches[(ci*kh + ky)*kw + kx][(oy*ow + ox)*n + j] = x[ci][oy*sh+ky-ph][ox*sw+kx-pw][j]`,
 /// zero where the window leaves the (unpadded) input. `patches.len() == c*kh*kw * oh*ow*n`.
@@ -241,17 +242,6 @@ fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
                 }
             }
         }
-    }
-}
-
-/// `max(a, b)` that propagates NaN from either side.
-#[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
-    // `|`, not `||`: no short-circuit branch, so loops of it vectorise to compare + blend.
-    if (b > a) | b.is_nan() {
-        b
-    } else {
-        a
     }
 }
 
