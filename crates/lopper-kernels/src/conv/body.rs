@@ -61,15 +61,70 @@ impl Dividers {
     }
 }
 
-/// Stored entries decoded once per batch of a row: weight, input-plane offset, tap.
+/// Stored 4x1 blocks of the BSR body are decoded in batches of this many.
 const ENTRY_BATCH: usize = 256;
 
-struct Entries {
-    w: [f32; ENTRY_BATCH],
-    plane: [usize; ENTRY_BATCH],
-    ky: [usize; ENTRY_BATCH],
-    kx: [usize; ENTRY_BATCH],
-    len: usize,
+/// One output channel's stored entries, decoded: weight, tap offset, input-plane offset, tap.
+#[derive(Clone, Copy)]
+struct Entries<'a> {
+    w: &'a [f32],
+    /// `(plane + ky * W + kx) * n`: the entry's offset in `X` from the top-left input pixel of
+    /// an output pixel's window, so an interior run reads at `window base + tap` with one add.
+    tap: &'a [usize],
+    plane: &'a [usize],
+    ky: &'a [usize],
+    kx: &'a [usize],
+}
+
+/// Every stored entry of a range of output channels, decoded once per call (the CSR body
+/// visits each channel once per output row, so decoding per visit would repeat the divisions).
+#[derive(Default)]
+struct Decoded {
+    w: Vec<f32>,
+    tap: Vec<usize>,
+    plane: Vec<usize>,
+    ky: Vec<usize>,
+    kx: Vec<usize>,
+}
+
+thread_local! {
+    static DECODED: std::cell::Cell<Decoded> = std::cell::Cell::new(Decoded::default());
+}
+
+impl Decoded {
+    fn clear(&mut self) {
+        self.w.clear();
+        self.tap.clear();
+        self.plane.clear();
+        self.ky.clear();
+        self.kx.clear();
+    }
+
+    fn push(&mut self, w: f32, plane: usize, ky: usize, kx: usize, g: &ConvGeom, n: usize) {
+        self.w.push(w);
+        self.tap.push((plane + ky * g.w + kx) * n);
+        self.plane.push(plane);
+        self.ky.push(ky);
+        self.kx.push(kx);
+    }
+
+    fn view(&self, r: Range<usize>) -> Entries<'_> {
+        Entries {
+            w: &self.w[r.clone()],
+            tap: &self.tap[r.clone()],
+            plane: &self.plane[r.clone()],
+            ky: &self.ky[r.clone()],
+            kx: &self.kx[r],
+        }
+    }
+}
+
+/// Offset in `X` (`[C, H, W, n]`) of the top-left input pixel of output pixel `(oy, ox)`'s
+/// window in plane 0. Callers use it only where the window lies inside the input
+/// (`oy * sh >= ph`, `ox * sw >= pw`), so it does not underflow.
+#[inline(always)]
+fn window_base(g: &ConvGeom, n: usize, oy: usize, ox: usize) -> usize {
+    ((oy * g.sh - g.ph) * g.w + ox * g.sw - g.pw) * n
 }
 
 /// One output run of `L` floats whose taps are all inside the input: `L` accumulators that
@@ -88,13 +143,12 @@ fn run_interior<const L: usize, const FMA: bool>(
 ) {
     let mut acc = [0.0f32; L];
     acc.copy_from_slice(&dst[..L]);
-    for i in 0..e.len {
-        let iy = oy * g.sh + e.ky[i] - g.ph;
-        let ix = ox0 * g.sw + e.kx[i] - g.pw;
-        let s = (e.plane[i] + iy * g.w + ix) * n + f0;
+    let base = window_base(g, n, oy, ox0) + f0;
+    for (&w, &tap) in e.w.iter().zip(e.tap) {
+        let s = base + tap;
         let src = &x[s..s + L];
         for l in 0..L {
-            acc[l] = fma::<FMA>(e.w[i], src[l], acc[l]);
+            acc[l] = fma::<FMA>(w, src[l], acc[l]);
         }
     }
     dst[..L].copy_from_slice(&acc);
@@ -113,7 +167,7 @@ fn run_border<const FMA: bool>(
     f0: usize,
     dst: &mut [f32],
 ) {
-    for i in 0..e.len {
+    for i in 0..e.w.len() {
         let iy = (oy * g.sh + e.ky[i]) as isize - g.ph as isize;
         if iy < 0 || iy as usize >= g.h {
             continue;
@@ -132,6 +186,10 @@ fn run_border<const FMA: bool>(
 /// The kernel body, inlined into each ISA wrapper so the accumulator loops are vectorised for
 /// that ISA. Output runs: up to 64 floats of one row of output pixels (several pixels when the
 /// batch is small and the column stride is 1, part of one pixel's batch vector otherwise).
+///
+/// Loop order: output rows outside, channels inside. One output row of every channel reads the
+/// same `kh` input rows, which at a sub-batch of 8 fit L1 (LeNet-5 conv2: 38 KiB), where
+/// channels outside stream the whole input from L2 once per channel.
 #[inline(always)]
 fn body<I: ColIndex, const FMA: bool>(
     m: &Csr<I>,
@@ -144,88 +202,102 @@ fn body<I: ColIndex, const FMA: bool>(
     let plane = g.pixels() * n;
     let div = Dividers::new(g);
     let (rp, cols) = (m.row_ptr(), m.col_idx());
-    // Pixels per run: contiguous in `x` only with unit column stride.
-    let ppr = if g.sw == 1 { (64 / n).max(1) } else { 1 };
+    let first = rp[rows.start] as usize;
+    // Reused per thread: a dense-ish layer decodes to megabytes, which fresh each call would
+    // cost page faults on every call.
+    let mut d = DECODED.take();
+    d.clear();
+    for r in rows.clone() {
+        for k in rp[r] as usize..rp[r + 1] as usize {
+            let w = match m.values() {
+                Values::F32(v) => v[k],
+                Values::I8 { q, scales } => q[k] as f32 * scales[r],
+            };
+            let (ci, rem) = div.khw.divmod(cols[k].to_usize());
+            let (ky, kx) = div.kw.divmod(rem);
+            d.push(w, ci * g.h * g.w, ky, kx, g, n);
+        }
+    }
+    let y = &mut y[..rows.len() * plane];
+    y.fill(0.0);
     let interior_y = |oy: usize| oy * g.sh >= g.ph && oy * g.sh + g.kh <= g.h + g.ph;
     let interior_x =
         |ox0: usize, ox1: usize| ox0 * g.sw >= g.pw && (ox1 - 1) * g.sw + g.kw <= g.w + g.pw;
-    let mut e = Entries {
-        w: [0.0; ENTRY_BATCH],
-        plane: [0; ENTRY_BATCH],
-        ky: [0; ENTRY_BATCH],
-        kx: [0; ENTRY_BATCH],
-        len: 0,
-    };
-    for (r, out) in rows.zip(y.chunks_exact_mut(plane)) {
-        out.fill(0.0);
-        let (a, b) = (rp[r] as usize, rp[r + 1] as usize);
-        for e0 in (a..b).step_by(ENTRY_BATCH) {
-            let e1 = (e0 + ENTRY_BATCH).min(b);
-            e.len = e1 - e0;
-            for (i, k) in (e0..e1).enumerate() {
-                let col = cols[k].to_usize();
-                e.w[i] = match m.values() {
-                    Values::F32(v) => v[k],
-                    Values::I8 { q, scales } => q[k] as f32 * scales[r],
-                };
-                let (ci, rem) = div.khw.divmod(col);
-                let (ky, kx) = div.kw.divmod(rem);
-                e.plane[i] = ci * g.h * g.w;
-                e.ky[i] = ky;
-                e.kx[i] = kx;
-            }
-            // Pixels `from..to` of one output row, in runs of up to 64 floats.
-            let row = |oy: usize, from: usize, to: usize, out: &mut [f32]| {
-                let mut ox0 = from;
-                while ox0 < to {
-                    let ox1 = (ox0 + ppr).min(to);
-                    let width = (ox1 - ox0) * n;
-                    let interior = interior_y(oy) && interior_x(ox0, ox1);
-                    let base = (oy * g.ow + ox0) * n;
-                    let mut f0 = 0;
-                    while f0 < width {
-                        let left = width - f0;
-                        let dst = &mut out[base + f0..base + width];
-                        let len = if interior && left >= 64 {
-                            run_interior::<64, FMA>(&e, g, x, n, oy, ox0, f0, dst);
-                            64
-                        } else if interior && left >= 8 {
-                            run_interior::<8, FMA>(&e, g, x, n, oy, ox0, f0, dst);
-                            8
-                        } else {
-                            let len = left.min(64);
-                            run_border::<FMA>(&e, g, x, n, oy, ox0, f0, &mut dst[..len]);
-                            len
-                        };
-                        f0 += len;
-                    }
-                    ox0 = ox1;
+    let mut oy = 0;
+    while oy < g.oh {
+        // Batch 1: blocks of 8 rows x 8 pixels keep 64 sums in registers across all entries,
+        // where one row's run of a few pixels would not amortise the index math.
+        let block = n == 1 && g.sw == 1 && oy + 8 <= g.oh && interior_y(oy) && interior_y(oy + 7);
+        for (r, out) in rows.clone().zip(y.chunks_exact_mut(plane)) {
+            let e = d.view(rp[r] as usize - first..rp[r + 1] as usize - first);
+            if block {
+                // Interior columns start at the padding; the border columns go row by row.
+                let left = g.pw.min(g.ow);
+                let mut ox0 = left;
+                while ox0 + 8 <= g.ow && interior_x(ox0, ox0 + 8) {
+                    run_block8(&e, g, x, oy, ox0, out, FMA);
+                    ox0 += 8;
                 }
-            };
-            let mut oy = 0;
-            while oy < g.oh {
-                // Batch 1: blocks of 8 rows x 8 pixels keep 64 sums in registers across all
-                // entries, where one row's run of a few pixels would not amortise the index math.
-                let block = n == 1 && g.sw == 1 && oy + 8 <= g.oh;
-                if block && interior_y(oy) && interior_y(oy + 7) {
-                    // Interior columns start at the padding; the border columns go row by row.
-                    let first = g.pw.min(g.ow);
-                    let mut ox0 = first;
-                    while ox0 + 8 <= g.ow && interior_x(ox0, ox0 + 8) {
-                        run_block8(&e, g, x, oy, ox0, out, FMA);
-                        ox0 += 8;
-                    }
-                    for r in oy..oy + 8 {
-                        row(r, 0, first, out);
-                        row(r, ox0, g.ow, out);
-                    }
-                    oy += 8;
-                } else {
-                    row(oy, 0, g.ow, out);
-                    oy += 1;
+                for r in oy..oy + 8 {
+                    row::<FMA>(&e, g, x, n, r, 0..left, out);
+                    row::<FMA>(&e, g, x, n, r, ox0..g.ow, out);
                 }
+            } else {
+                row::<FMA>(&e, g, x, n, oy, 0..g.ow, out);
             }
         }
+        oy += if block { 8 } else { 1 };
+    }
+    DECODED.set(d);
+}
+
+/// Output pixels per run of up to 64 floats: several only with unit column stride, where
+/// neighbouring pixels' taps are contiguous in `x`.
+fn run_pixels(g: &ConvGeom, n: usize) -> usize {
+    if g.sw == 1 {
+        (64 / n).max(1)
+    } else {
+        1
+    }
+}
+
+/// Output pixels `px` of output row `oy` of one channel, in runs of up to 64 floats.
+#[inline(always)]
+fn row<const FMA: bool>(
+    e: &Entries,
+    g: &ConvGeom,
+    x: &[f32],
+    n: usize,
+    oy: usize,
+    px: Range<usize>,
+    out: &mut [f32],
+) {
+    let ppr = run_pixels(g, n);
+    let interior_y = oy * g.sh >= g.ph && oy * g.sh + g.kh <= g.h + g.ph;
+    let mut ox0 = px.start;
+    while ox0 < px.end {
+        let ox1 = (ox0 + ppr).min(px.end);
+        let width = (ox1 - ox0) * n;
+        let interior = interior_y && ox0 * g.sw >= g.pw && (ox1 - 1) * g.sw + g.kw <= g.w + g.pw;
+        let base = (oy * g.ow + ox0) * n;
+        let mut f0 = 0;
+        while f0 < width {
+            let left = width - f0;
+            let dst = &mut out[base + f0..base + width];
+            let len = if interior && left >= 64 {
+                run_interior::<64, FMA>(e, g, x, n, oy, ox0, f0, dst);
+                64
+            } else if interior && left >= 8 {
+                run_interior::<8, FMA>(e, g, x, n, oy, ox0, f0, dst);
+                8
+            } else {
+                let len = left.min(64);
+                run_border::<FMA>(e, g, x, n, oy, ox0, f0, &mut dst[..len]);
+                len
+            };
+            f0 += len;
+        }
+        ox0 = ox1;
     }
 }
 
@@ -246,11 +318,9 @@ fn run_block8(
         a.copy_from_slice(&out[(oy0 + r) * g.ow + ox0..][..8]);
     }
     let step = g.sh * g.w;
-    for i in 0..e.len {
-        let iy = oy0 * g.sh + e.ky[i] - g.ph;
-        let ix = ox0 + e.kx[i] - g.pw;
-        let base = e.plane[i] + iy * g.w + ix;
-        let w = e.w[i];
+    let corner = window_base(g, 1, oy0, ox0);
+    for (&w, &tap) in e.w.iter().zip(e.tap) {
+        let base = corner + tap;
         // One bounds check for the eight rows this entry reads.
         let span = &x[base..base + 7 * step + 8];
         for (r, a) in acc.iter_mut().enumerate() {
@@ -290,10 +360,9 @@ fn run4_interior<const L: usize, const FMA: bool>(
     for (a, &o) in acc.iter_mut().zip(&at) {
         a.copy_from_slice(&out[o..o + L]);
     }
+    let base = window_base(g, n, oy, ox0) + f0;
     for i in 0..e.len {
-        let iy = oy * g.sh + e.ky[i] - g.ph;
-        let ix = ox0 * g.sw + e.kx[i] - g.pw;
-        let s = (e.plane[i] + iy * g.w + ix) * n + f0;
+        let s = base + e.tap[i];
         let src = &x[s..s + L];
         let w = e.w[i];
         for l in 0..L {
@@ -312,6 +381,8 @@ fn run4_interior<const L: usize, const FMA: bool>(
 /// Stored 4x1 blocks decoded once per batch of a block row.
 struct Entries4 {
     w: [[f32; 4]; ENTRY_BATCH],
+    /// As [`Entries::tap`].
+    tap: [usize; ENTRY_BATCH],
     plane: [usize; ENTRY_BATCH],
     ky: [usize; ENTRY_BATCH],
     kx: [usize; ENTRY_BATCH],
@@ -338,18 +409,14 @@ fn body_b41<const L: usize, const FMA: bool>(
         |ox0: usize, ox1: usize| ox0 * g.sw >= g.pw && (ox1 - 1) * g.sw + g.kw <= g.w + g.pw;
     let mut e = Entries4 {
         w: [[0.0; 4]; ENTRY_BATCH],
+        tap: [0; ENTRY_BATCH],
         plane: [0; ENTRY_BATCH],
         ky: [0; ENTRY_BATCH],
         kx: [0; ENTRY_BATCH],
         len: 0,
     };
-    let mut one = Entries {
-        w: [0.0; ENTRY_BATCH],
-        plane: [0; ENTRY_BATCH],
-        ky: [0; ENTRY_BATCH],
-        kx: [0; ENTRY_BATCH],
-        len: 0,
-    };
+    // One channel's weights of the current entry batch, for border runs.
+    let mut one_w = [0.0f32; ENTRY_BATCH];
     let y_start = rows.start;
     for bi in rows.start / 4..rows.end.div_ceil(4) {
         let r0 = bi * 4;
@@ -376,13 +443,10 @@ fn body_b41<const L: usize, const FMA: bool>(
                 let (ci, rem) = div.khw.divmod(col);
                 let (ky, kx) = div.kw.divmod(rem);
                 e.plane[i] = ci * g.h * g.w;
+                e.tap[i] = (e.plane[i] + ky * g.w + kx) * n;
                 e.ky[i] = ky;
                 e.kx[i] = kx;
             }
-            one.len = e.len;
-            one.plane = e.plane;
-            one.ky = e.ky;
-            one.kx = e.kx;
             for oy in 0..g.oh {
                 let mut ox0 = 0;
                 while ox0 < g.ow {
@@ -403,9 +467,16 @@ fn body_b41<const L: usize, const FMA: bool>(
                         } else {
                             let len = left.min(L);
                             for ri in 0..nr {
-                                for i in 0..e.len {
-                                    one.w[i] = e.w[i][ri];
+                                for (o, w) in one_w.iter_mut().zip(&e.w[..e.len]) {
+                                    *o = w[ri];
                                 }
+                                let one = Entries {
+                                    w: &one_w[..e.len],
+                                    tap: &e.tap[..e.len],
+                                    plane: &e.plane[..e.len],
+                                    ky: &e.ky[..e.len],
+                                    kx: &e.kx[..e.len],
+                                };
                                 let d = &mut out[ri * plane + base + f0..][..len];
                                 run_border::<FMA>(&one, g, x, n, oy, ox0, f0, d);
                             }
