@@ -35,7 +35,9 @@ unsafe fn spmv_1x8<V: SimdVal>(
     let bp = bcol.as_ptr();
     for (li, r) in rows.enumerate() {
         let (s, mut e) = (brp[r] as usize, brp[r + 1] as usize);
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        // Four chains: with two, the FMA latency bound each block to two cycles (measured on
+        // an AMD EPYC guest: LeNet-300-100's fc1, 4.4 k blocks in 2.8 us).
+        let mut acc = [_mm256_setzero_ps(); 4];
         // SAFETY: block `k` holds 8 values at `8k` and starts at column `c0 = 8 * bcol[k] <
         // cols`. Blocks are sorted, so only the row's last block can cross the right edge; it is
         // peeled off and loads `x` with a mask that touches only lanes inside `x`. Every other
@@ -49,29 +51,28 @@ unsafe fn spmv_1x8<V: SimdVal>(
                 e -= 1;
             }
             let mut k = s;
-            while k + 2 <= e {
+            while k + 4 <= e {
                 prefetch(
                     vp.add(8 * k)
                         .wrapping_add(PREFETCH_BYTES / std::mem::size_of::<V>())
                         as *const i8,
                 );
-                prefetch(bp.add(k).wrapping_add(PREFETCH_BYTES / 8) as *const i8);
-                let x0 = _mm256_loadu_ps(xp.add(*bp.add(k) as usize * 8));
-                let x1 = _mm256_loadu_ps(xp.add(*bp.add(k + 1) as usize * 8));
-                a0 = _mm256_fmadd_ps(V::load8(vp.add(8 * k)), x0, a0);
-                a1 = _mm256_fmadd_ps(V::load8(vp.add(8 * k + 8)), x1, a1);
-                k += 2;
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(xp.add(*bp.add(k + j) as usize * 8));
+                    *a = _mm256_fmadd_ps(V::load8(vp.add(8 * (k + j))), xv, *a);
+                }
+                k += 4;
             }
-            if k < e {
-                a0 = _mm256_fmadd_ps(
-                    V::load8(vp.add(8 * k)),
-                    _mm256_loadu_ps(xp.add(*bp.add(k) as usize * 8)),
-                    a0,
-                );
+            for (j, a) in acc.iter_mut().enumerate().take(e - k) {
+                let xv = _mm256_loadu_ps(xp.add(*bp.add(k + j) as usize * 8));
+                *a = _mm256_fmadd_ps(V::load8(vp.add(8 * (k + j))), xv, *a);
             }
-            a1 = _mm256_add_ps(a1, edge);
+            acc[3] = _mm256_add_ps(acc[3], edge);
         }
-        let sum = hsum(_mm256_add_ps(a0, a1));
+        let sum = hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ));
         y[li] = scales.map_or(sum, |sc| sum * sc[r]);
     }
 }
