@@ -68,9 +68,9 @@ pub static KERNELS: &[Kernel] = &[
     k("i8_spmm_csr32_avx2", I8, Spmm, A::Csr32, Isa::Avx2, t(1, 64, 1), K::Csr32(avx2::csr::csr_spmm::<u32>)),
     k("i8_spmm_csr32_scalar", I8, Spmm, A::Csr32, Isa::Scalar, t(1, 1, 1), K::Csr32(generic::csr_spmm::<u32>)),
     // Block-sparse.
-    k("f32_spmv_bsr1x8_avx2", F32, Spmv, A::Bsr { br: 1, bc: 8 }, Isa::Avx2, t(1, 1, 16), K::Bsr(avx2::bsr::bsr1x8_spmv)),
+    k("f32_spmv_bsr1x8_avx2", F32, Spmv, A::Bsr { br: 1, bc: 8 }, Isa::Avx2, t(1, 1, 32), K::Bsr(avx2::bsr::bsr1x8_spmv)),
     k("f32_spmv_bsr4x1_avx2", F32, Spmv, A::Bsr { br: 4, bc: 1 }, Isa::Avx2, t(4, 1, 2), K::Bsr(avx2::bsr::bsr4x1_spmv)),
-    k("i8_spmv_bsr1x8_avx2", I8, Spmv, A::Bsr { br: 1, bc: 8 }, Isa::Avx2, t(1, 1, 16), K::Bsr(avx2::bsr::bsr1x8_spmv)),
+    k("i8_spmv_bsr1x8_avx2", I8, Spmv, A::Bsr { br: 1, bc: 8 }, Isa::Avx2, t(1, 1, 32), K::Bsr(avx2::bsr::bsr1x8_spmv)),
     k("i8_spmv_bsr4x1_avx2", I8, Spmv, A::Bsr { br: 4, bc: 1 }, Isa::Avx2, t(4, 1, 2), K::Bsr(avx2::bsr::bsr4x1_spmv)),
     k("f32_spmm_bsr1x8_avx512", F32, Spmm, A::Bsr { br: 1, bc: 8 }, Isa::Avx512, t(1, 64, 8), K::Bsr(avx512::bsr1x8_spmm)),
     k("f32_spmm_bsr4x1_avx512", F32, Spmm, A::Bsr { br: 4, bc: 1 }, Isa::Avx512, t(4, 32, 1), K::Bsr(avx512::bsr4x1_spmm)),

@@ -132,7 +132,8 @@ fn adversarial_sparsity() {
 
 #[test]
 fn rows_longer_than_one_entry_batch() {
-    // K = 30*3*3 = 270 > 256 entries per dense row: two batches accumulate into one output.
+    // K = 30*3*3 = 270 > 256 entries per dense row: the BSR 4x1 body decodes them in two
+    // batches that accumulate into one output; the CSR body decodes all of them at once.
     let g = ConvGeom::new(30, 5, 6, 3, 3, 1, 1, 1, 1).unwrap();
     for (n, dtype) in [(1, Dtype::F32), (8, Dtype::F32), (65, Dtype::I8)] {
         let w = weights(3, &g, &vec![true; 3 * g.k()], FormatKind::Csr16, dtype, 8);
@@ -164,7 +165,18 @@ fn adversarial_values_nan_through_stored_zero_and_huge_values() {
 
 #[test]
 fn every_split_into_threads_is_bit_identical() {
-    let g = ConvGeom::new(4, 8, 8, 3, 3, 1, 1, 1, 1).unwrap();
+    // 12x12 with padding 1: at batch 1 the CSR body's 8x8 blocks start at output row 1, so the
+    // split also covers blocks next to border rows and columns.
+    for g in [
+        ConvGeom::new(4, 8, 8, 3, 3, 1, 1, 1, 1).unwrap(),
+        ConvGeom::new(4, 12, 12, 3, 3, 1, 1, 1, 1).unwrap(),
+    ] {
+        splits_are_bit_identical(&g);
+    }
+}
+
+fn splits_are_bit_identical(g: &ConvGeom) {
+    let g = *g;
     let rows = 11;
     let mask = random_mask(rows, g.k(), 0.3, Pattern::Unstructured, &mut rng(4));
     let w = weights(rows, &g, &mask, FormatKind::Csr16, Dtype::F32, 6);
@@ -194,6 +206,14 @@ fn every_split_into_threads_is_bit_identical() {
                 pool.install(|| execute(k, &wk, &g, &x, n, &mut y, p.ranges()))
                     .unwrap();
                 assert!(y == one, "{}: split {:?} differs", k.name, p.ranges());
+            }
+            // Empty parts, first and in the middle (at a row that every format's blocks
+            // align to).
+            for ranges in [vec![0..0, 0..rows], vec![0..8, 8..8, 8..rows]] {
+                let mut y = vec![0.0; one.len()];
+                pool.install(|| execute(k, &wk, &g, &x, n, &mut y, &ranges))
+                    .unwrap();
+                assert!(y == one, "{}: split {ranges:?} differs", k.name);
             }
         }
     }

@@ -48,6 +48,31 @@ fn shape_grid_matches_reference() {
     assert!(cases > 1000, "grid too small: {cases}");
 }
 
+/// Rows long enough for several full steps of a kernel's inner loop followed by every short
+/// remainder: 1x8 blocks four at a time leave 1, 2 or 3 blocks at 40, 48 and 56 columns, and
+/// 59 adds a partial edge block; dense rows make the counts exact.
+#[test]
+fn remainders_after_full_inner_steps_match_reference() {
+    for kernel in available() {
+        for kind in formats_for(kernel) {
+            for cols in [40, 48, 56, 59, 72, 100] {
+                let cols = fit_cols(kind, cols);
+                for n in batches_for(kernel, &[]) {
+                    for density in [1.0, 0.6] {
+                        let seed = (cols * 31 + n) as u64;
+                        let (dense, x) = random_operands(5, cols, n, seed);
+                        let mut rng = synth::rng(seed ^ 0xb10c);
+                        let mut mask = random_mask(5, cols, density, pattern_for(kind), &mut rng);
+                        let w = encode(kernel, kind, &dense, &mut mask);
+                        check_kernel(kernel, &w, &x, n)
+                            .unwrap_or_else(|e| panic!("{cols} columns, density {density}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Named sparsity structures that break naive kernels.
 fn adversarial_masks(rows: usize, cols: usize) -> Vec<(&'static str, Vec<bool>)> {
     let at = |f: &dyn Fn(usize, usize) -> bool| -> Vec<bool> {

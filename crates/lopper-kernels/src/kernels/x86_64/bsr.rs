@@ -41,7 +41,8 @@ unsafe fn spmv_1x8<V: SimdVal>(
         // SAFETY: block `k` holds 8 values at `8k` and starts at column `c0 = 8 * bcol[k] <
         // cols`. Blocks are sorted, so only the row's last block can cross the right edge; it is
         // peeled off and loads `x` with a mask that touches only lanes inside `x`. Every other
-        // block reads `x[c0..c0 + 8]` in full.
+        // block reads `x[c0..c0 + 8]` in full. Every block read has `k + j < e`: four at a time
+        // while `k + 4 <= e`, then the remaining `e - k < 4`.
         unsafe {
             let mut edge = _mm256_setzero_ps();
             if e > s && *bp.add(e - 1) as usize * 8 + 8 > cols {
@@ -57,6 +58,7 @@ unsafe fn spmv_1x8<V: SimdVal>(
                         .wrapping_add(PREFETCH_BYTES / std::mem::size_of::<V>())
                         as *const i8,
                 );
+                prefetch(bp.add(k).wrapping_add(PREFETCH_BYTES / 8) as *const i8);
                 for (j, a) in acc.iter_mut().enumerate() {
                     let xv = _mm256_loadu_ps(xp.add(*bp.add(k + j) as usize * 8));
                     *a = _mm256_fmadd_ps(V::load8(vp.add(8 * (k + j))), xv, *a);
