@@ -412,12 +412,15 @@ fn refine(model: &Model, plan: Plan) -> Result<Plan, ModelError> {
         .map(|p| crate::runtime::Executor::new(model, p))
         .collect::<Result<Vec<_>, _>>()?;
     let x = activations(plan.batch * model.graph.input_len());
+    // Nine rounds of at least 2 ms each: with five of 1 ms, LeNet-300-100 at batch 64 and two
+    // threads kept a per-layer plan that `lopper bench` then timed 11-13 % slower than uniform
+    // CSR in two of three runs (AMD EPYC guest, 2026-11-29).
     let mut samples = vec![Vec::new(); exs.len()];
-    for _ in 0..5 {
+    for _ in 0..9 {
         for (ex, s) in exs.iter_mut().zip(&mut samples) {
             let t = std::time::Instant::now();
             let mut calls = 0u32;
-            while calls < 2 || t.elapsed().as_nanos() < 1_000_000 {
+            while calls < 2 || t.elapsed().as_nanos() < 2_000_000 {
                 ex.run(&x)?;
                 calls += 1;
             }
@@ -429,10 +432,10 @@ fn refine(model: &Model, plan: Plan) -> Result<Plan, ModelError> {
         s[s.len() / 2]
     };
     let times: Vec<f64> = samples.iter_mut().map(median).collect();
-    // The per-layer plan stays unless a uniform one is clearly (5 %) faster.
+    // The per-layer plan stays unless a uniform one is faster by more than noise (2 %).
     let mut best = 0;
     for (i, &t) in times.iter().enumerate().skip(1) {
-        if t < 0.95 * times[0] && t < times[best] {
+        if t < 0.98 * times[0] && t < times[best] {
             best = i;
         }
     }
