@@ -12,6 +12,7 @@ use std::sync::Arc;
 use lopper_kernels::conv::ConvKernel;
 use lopper_kernels::{execute, registry, Kernel, Partition, WeightMatrix};
 
+use super::buf::AlignedBuf;
 use super::ops::{self, Window};
 use super::plan::{parse_kind, Plan};
 use crate::convert::encode_as;
@@ -112,12 +113,12 @@ struct Core {
     /// Accumulated nanoseconds per step (input transpose first, output transpose last) while
     /// profiling; `None` otherwise, so normal runs take no timestamps.
     profile_ns: Option<Vec<f64>>,
-    bufs: Vec<Vec<f32>>,
+    bufs: Vec<AlignedBuf>,
     input_buf: usize,
     output_buf: usize,
-    scratch: Vec<f32>,
+    scratch: AlignedBuf,
     /// One conv tile's output `[Cout, tile width]`, before it is copied into place.
-    tile_out: Vec<f32>,
+    tile_out: AlignedBuf,
     out: Vec<f32>,
 }
 
@@ -283,11 +284,11 @@ impl Core {
             steps,
             names,
             profile_ns: None,
-            bufs: sizes.into_iter().map(|s| vec![0.0; s]).collect(),
+            bufs: sizes.into_iter().map(AlignedBuf::zeroed).collect(),
             input_buf: 0,
             output_buf: buf_of[g.output.as_str()],
-            scratch: vec![0.0; scratch_len],
-            tile_out: vec![0.0; tile_out_len],
+            scratch: AlignedBuf::zeroed(scratch_len),
+            tile_out: AlignedBuf::zeroed(tile_out_len),
             out: vec![0.0; out_features * batch],
         };
         // Warm-up run: checks every kernel call once and touches every buffer.

@@ -1,6 +1,7 @@
 //! The sparse runtime: [`plan`] picks a format and kernel per layer by measurement, [`exec`]
 //! runs a model under a plan with preallocated buffers, [`ops`] holds the non-matmul ops.
 
+mod buf;
 pub mod exec;
 pub mod ops;
 pub mod plan;
