@@ -8,10 +8,12 @@
 //! - [`reference`]: the f64 twin every kernel is tested against, and its error bound;
 //! - [`parallel`]: row partitions balanced by stored entries, run on rayon;
 //! - [`mask`]: top-k and N:M mask selection on plain slices;
-//! - [`strided`], [`math`] and [`pool`]: the dense pieces a model keeps (attention products on
-//!   strided views, vectorisable `exp`/`erf`/GELU, the batched 2x2 max-pool);
+//! - [`attention`], [`strided`], [`math`] and [`pool`]: the dense pieces a model keeps (fused
+//!   attention per head, products on strided views, vectorisable `exp`/`erf`/GELU, the batched
+//!   2x2 max-pool);
 //! - [`synth`] and [`bench`]: seeded operands and the timing harness used by tests and benchmarks.
 
+pub mod attention;
 pub mod bench;
 pub mod conv;
 pub mod error;

@@ -27,8 +27,7 @@ pub fn embed(
     }
 }
 
-use lopper_kernels::strided::{self, View};
-use lopper_kernels::{math, KernelError};
+use lopper_kernels::{attention, KernelError};
 
 /// LayerNorm over the features of each token, in place: `x = (x - mean) / sqrt(var + eps) * g + b`
 /// (biased variance, as PyTorch). `mean` and `rstd` are scratch of length `T`.
@@ -84,16 +83,17 @@ pub fn add_into(y: &mut [f32], x: &[f32]) {
     }
 }
 
-/// Scratch one head of an [`attention`] call needs for its longest sequence.
+/// Scratch one head of an [`attention_head`] call needs for its longest sequence.
 pub fn attention_scratch(max_len: usize) -> usize {
-    max_len * max_len
+    lopper_kernels::attention::scratch_len(max_len)
 }
 
 /// Multi-head self-attention without masks (sequences are packed, so every key of a sequence is
 /// a real token): for each sequence and head, `ctx = softmax(Q Kᵀ / sqrt(d)) V`. `q`, `k`, `v`
 /// are `[hidden, T]`; heads are consecutive groups of `head_dim` feature rows, and `ctx_head`
-/// is head `hd`'s rows `[head_dim, T]` of the output. Both products run on strided views of
-/// the activations (no copies).
+/// is head `hd`'s rows `[head_dim, T]` of the output. Each sequence runs through the fused
+/// kernel of [`lopper_kernels::attention`] on views of the activations (row stride `T`, no
+/// copies).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_head(
     q: &[f32],
@@ -110,46 +110,18 @@ pub fn attention_head(
     let r0 = hd * head_dim * t_all;
     for w in offsets.windows(2) {
         let (base, len) = (w[0], w[1] - w[0]);
-        if len == 0 {
-            continue;
-        }
-        let scores = &mut scores[..len * len];
-        // scores[i][j] = scale · Σ_d Q[d, base + i] K[d, base + j]: Qᵀ is a view with unit row
-        // stride and column stride T.
-        let qv = View {
-            data: &q[r0 + base..],
-            rows: len,
-            cols: head_dim,
-            rs: 1,
-            cs: t_all,
-        };
-        let kv = View {
-            data: &k[r0 + base..],
-            rows: head_dim,
-            cols: len,
-            rs: t_all,
-            cs: 1,
-        };
-        strided::matmul(qv, kv, scores, len, 1, scale)?;
-        for row in scores.chunks_exact_mut(len) {
-            math::softmax_inplace(row);
-        }
-        // ctx[d, base + i] = Σ_j V[d, base + j] P[i][j]: Pᵀ is a view of the scores.
-        let vv = View {
-            data: &v[r0 + base..],
-            rows: head_dim,
-            cols: len,
-            rs: t_all,
-            cs: 1,
-        };
-        let pv = View {
-            data: scores,
-            rows: len,
-            cols: len,
-            rs: 1,
-            cs: len,
-        };
-        strided::matmul(vv, pv, &mut ctx_head[base..], t_all, 1, 1.0)?;
+        let at = r0 + base;
+        attention::head(
+            &q[at..],
+            &k[at..],
+            &v[at..],
+            t_all,
+            head_dim,
+            len,
+            scale,
+            &mut ctx_head[base..],
+            scores,
+        )?;
     }
     Ok(())
 }
