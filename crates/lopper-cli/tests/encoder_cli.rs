@@ -138,6 +138,36 @@ fn encoder_commands_end_to_end() {
     assert_eq!(v["notes"]["method"], "wanda");
     assert!((v["layers"][0]["density"].as_f64().unwrap() - 0.5).abs() < 1e-9);
 
+    // 4x1 blocks: exact sparsity, and `--format auto` stores them as BSR 4x1 (the smallest).
+    let blk = dir.join("mag4x1.lop");
+    let r = json(&ok(lopper()
+        .arg("prune")
+        .arg(&model)
+        .args([
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.75",
+            "--pattern",
+            "4x1",
+            "--json",
+            "--out",
+        ])
+        .arg(&blk)
+        .output()
+        .unwrap()));
+    assert!((r["sparsity"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+    assert_eq!(r["pattern"], "4x1");
+    let v = json(&ok(lopper()
+        .arg("inspect")
+        .arg(&blk)
+        .args(["--json", "--seq", "16"])
+        .output()
+        .unwrap()));
+    for l in v["layers"].as_array().unwrap() {
+        assert_eq!(l["format"], "bsr4x1", "{l}");
+    }
+
     // Bad input.
     let prune = |extra: &[&str]| {
         let mut c = lopper();
@@ -159,6 +189,32 @@ fn encoder_commands_end_to_end() {
     fails_cleanly(
         prune(&["--method", "magnitude", "--pattern", "2-4"]),
         &["2-4"],
+    );
+    fails_cleanly(
+        prune(&["--method", "magnitude", "--pattern", "4x1"]),
+        &["4x1", "--sparsity"],
+    );
+    fails_cleanly(
+        prune(&[
+            "--method",
+            "magnitude",
+            "--pattern",
+            "4x2",
+            "--sparsity",
+            "0.5",
+        ]),
+        &["Rx1"],
+    );
+    fails_cleanly(
+        prune(&[
+            "--method",
+            "magnitude",
+            "--pattern",
+            "0x1",
+            "--sparsity",
+            "0.5",
+        ]),
+        &["1 to 64 rows"],
     );
     fails_cleanly(
         prune(&[

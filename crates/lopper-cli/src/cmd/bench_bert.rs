@@ -32,6 +32,8 @@ pub struct BertRecord {
     pub dense_file_bytes: u64,
     /// `format -> number of Linear layers` in the sparse plan.
     pub sparse_plan: std::collections::BTreeMap<String, usize>,
+    /// `kernel xPARTS -> number of Linear layers` in the sparse plan.
+    pub sparse_kernels: std::collections::BTreeMap<String, usize>,
     pub rounds: usize,
     pub cpu: String,
     pub date: String,
@@ -132,8 +134,12 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
             let dense_ns = median_sorted(&times[0]);
             let sparse_ns = median_sorted(&times[1]);
             let mut plan = std::collections::BTreeMap::new();
+            let mut kernels = std::collections::BTreeMap::new();
             for l in &sparse_plan.layers {
                 *plan.entry(l.format.clone()).or_insert(0) += 1;
+                *kernels
+                    .entry(format!("{} x{}", l.kernel, l.parts))
+                    .or_insert(0) += 1;
             }
             let rec = BertRecord {
                 model: path.display().to_string(),
@@ -148,6 +154,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                 file_bytes,
                 dense_file_bytes,
                 sparse_plan: plan,
+                sparse_kernels: kernels,
                 rounds,
                 cpu: cpu_model(),
                 date: utc_date(),

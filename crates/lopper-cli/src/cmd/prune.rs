@@ -1,4 +1,4 @@
-//! `lopper prune MODEL --method magnitude|wanda|sparsegpt --sparsity S [--pattern 2:4]
+//! `lopper prune MODEL --method magnitude|wanda|sparsegpt --sparsity S [--pattern 2:4 | 4x1]
 //! --calib FILE --out X.lop [--eval FILE]`: one-shot pruning of a pretrained encoder without
 //! retraining. Layers are pruned in sequence, each calibrated on the outputs of the already
 //! pruned layers before it. With `--eval`, the pruned model's embeddings of held-out sentences
@@ -33,7 +33,9 @@ pub struct PruneArgs {
     /// be left out (it is then 1 - N/M).
     #[arg(long)]
     pub sparsity: Option<f64>,
-    /// N:M pattern instead of unstructured sparsity, for example 2:4.
+    /// N:M pattern instead of unstructured sparsity, for example 2:4; or Rx1 blocks (R
+    /// consecutive output rows pruned together per input, for example 4x1, with --sparsity), which
+    /// the BSR 4x1 kernels run with one input load per block.
     #[arg(long)]
     pub pattern: Option<String>,
     /// Calibration sentences, one per line (real text; needed by wanda and sparsegpt).
@@ -87,20 +89,37 @@ pub struct PruneReport {
     pub per_layer: Vec<PrunedLayer>,
 }
 
-fn parse_pattern(p: &str) -> anyhow::Result<(usize, usize)> {
-    let bad = || anyhow::anyhow!("--pattern '{p}' is not N:M (for example 2:4)");
+/// `N:M`, or `Rx1` for blocks of R output rows (with `sparsity`, which the block form needs).
+fn parse_pattern(p: &str, sparsity: Option<f64>) -> anyhow::Result<Target> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--pattern '{p}' is neither N:M (for example 2:4) nor Rx1 blocks (for example 4x1)"
+        )
+    };
+    let num = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
+    if let Some((r, c)) = p.split_once('x') {
+        let (rows, cols) = (num(r)?, num(c)?);
+        if cols != 1 {
+            anyhow::bail!(
+                "--pattern {p}: only Rx1 blocks (R output rows sharing one input) are supported"
+            );
+        }
+        let sparsity = sparsity.ok_or_else(|| {
+            anyhow::anyhow!("--pattern {p} needs --sparsity S (the fraction of blocks to remove)")
+        })?;
+        return Ok(Target::Block { sparsity, rows });
+    }
     let (n, m) = p.split_once(':').ok_or_else(bad)?;
-    Ok((
-        n.trim().parse().map_err(|_| bad())?,
-        m.trim().parse().map_err(|_| bad())?,
-    ))
+    Ok(Target::Nm {
+        n: num(n)?,
+        m: num(m)?,
+    })
 }
 
 fn target_of(args: &PruneArgs) -> anyhow::Result<Target> {
     let t = match (&args.pattern, args.sparsity) {
         (Some(p), s) => {
-            let (n, m) = parse_pattern(p)?;
-            let t = Target::Nm { n, m };
+            let t = parse_pattern(p, s)?;
             check_target(t)?;
             if let Some(s) = s {
                 if (s - t.sparsity()).abs() > 1e-9 {

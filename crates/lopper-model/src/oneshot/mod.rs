@@ -28,6 +28,11 @@ pub enum Target {
     Unstructured(f64),
     /// `n` kept in every `m` consecutive inputs of a row.
     Nm { n: usize, m: usize },
+    /// This fraction of each Linear, removed in blocks of `rows` consecutive output rows that
+    /// share one input column (`rows`x1 blocks): a block's score sums its entries' squared
+    /// scores, and a block goes or stays whole. Sparse kernels then load each input row once per
+    /// block instead of once per weight (the BSR 4x1 kernels).
+    Block { sparsity: f64, rows: usize },
 }
 
 impl Target {
@@ -35,6 +40,7 @@ impl Target {
         match *self {
             Target::Unstructured(s) => s,
             Target::Nm { n, m } => 1.0 - n as f64 / m as f64,
+            Target::Block { sparsity, .. } => sparsity,
         }
     }
 }
@@ -111,6 +117,12 @@ pub fn check_target(t: Target) -> Result<(), ModelError> {
         Target::Nm { n, m } if n > 0 && n < m && m <= 64 => Ok(()),
         Target::Nm { n, m } => Err(ModelError::Plan(format!(
             "pattern {n}:{m} is not N:M with 0 < N < M <= 64"
+        ))),
+        Target::Block { sparsity, rows } if (1..=64).contains(&rows) => {
+            check_target(Target::Unstructured(sparsity))
+        }
+        Target::Block { rows, .. } => Err(ModelError::Plan(format!(
+            "blocks of {rows} rows: use 1 to 64 rows"
         ))),
     }
 }
@@ -196,6 +208,10 @@ fn prune_matrix(
         (Method::Magnitude, _) => match opts.target {
             Target::Unstructured(s) => top_k_mask(w, s),
             Target::Nm { n, m } => nm_mask(w, cols, n, m),
+            Target::Block { sparsity, rows: br } => {
+                let abs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+                row_block_mask(&abs, cols, br, sparsity, false)
+            }
         },
         (Method::Wanda, Some(st)) => {
             let norm: Vec<f32> = st.sq.iter().map(|s| s.sqrt() as f32).collect();
@@ -210,6 +226,9 @@ fn prune_matrix(
                     .flat_map(|row| top_k_mask(row, s))
                     .collect(),
                 Target::Nm { n, m } => nm_mask(&scores, cols, n, m),
+                Target::Block { sparsity, rows: br } => {
+                    row_block_mask(&scores, cols, br, sparsity, true)
+                }
             }
         }
         (Method::Sparsegpt, Some(st)) => {
@@ -239,6 +258,39 @@ fn prune_matrix(
         }
     }
     Ok(())
+}
+
+/// The keep-mask of `rows`x1 blocks for `scores: [R, cols]`: each block (`br` consecutive rows
+/// of one column; the last group may be shorter) scores the sum of its entries' squared scores
+/// (for magnitude, the block's squared L2 norm; for SparseGPT, the OBS loss of removing it
+/// under the diagonal approximation), and the
+/// `sparsity` fraction of blocks with the lowest scores goes, over the whole matrix or, with
+/// `per_group`, within each group of rows (Wanda compares within output rows).
+pub(crate) fn row_block_mask(
+    scores: &[f32],
+    cols: usize,
+    br: usize,
+    sparsity: f64,
+    per_group: bool,
+) -> Vec<bool> {
+    let rows = scores.len() / cols.max(1);
+    let groups = rows.div_ceil(br.max(1));
+    let mut g = vec![0.0f32; groups * cols];
+    for (r, row) in scores.chunks_exact(cols).enumerate() {
+        for (a, s) in g[(r / br) * cols..(r / br + 1) * cols].iter_mut().zip(row) {
+            *a += s * s;
+        }
+    }
+    let keep_g: Vec<bool> = if per_group {
+        g.chunks(cols)
+            .flat_map(|row| top_k_mask(row, sparsity))
+            .collect()
+    } else {
+        top_k_mask(&g, sparsity)
+    };
+    (0..rows * cols)
+        .map(|i| keep_g[(i / cols / br) * cols + i % cols])
+        .collect()
 }
 
 /// Replaces `W` by the least-squares fit of the dense model's outputs from the pruned model's

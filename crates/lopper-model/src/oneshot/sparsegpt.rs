@@ -5,8 +5,8 @@
 //! `w` is row-major `[out, in]`; `h` is `[in, in]`. Following the reference implementation:
 //! dampening `λ = damp · mean(diag H)`, dead inputs (zero diagonal) get weight zero, the upper
 //! Cholesky factor `U` of `H⁻¹` drives the updates, masks are chosen per block of `block`
-//! columns from the current weights (`w² / U_ii²`, the OBS saliency), and updates to later
-//! blocks are applied lazily once per block.
+//! columns from the current weights (`w² / U_ii²`, the OBS saliency; summed over each block of
+//! rows for [`Target::Block`]), and updates to later blocks are applied lazily once per block.
 
 use super::linalg::{cholesky_lower, cholesky_upper, inverse_from_cholesky, mean_diagonal};
 use super::Target;
@@ -62,7 +62,7 @@ pub fn sparsegpt(
     for i1 in (0..cols).step_by(block) {
         let i2 = (i1 + block).min(cols);
         let count = i2 - i1;
-        if let Target::Unstructured(sparsity) = target {
+        if let Target::Unstructured(sparsity) | Target::Block { sparsity, .. } = target {
             // Saliency of every entry of the block at its current (updated) value.
             let mut scores = vec![0.0f32; rows * count];
             for r in 0..rows {
@@ -72,7 +72,12 @@ pub fn sparsegpt(
                     scores[r * count + c] = ((v * v) / (d * d)).sqrt() as f32;
                 }
             }
-            let keep = top_k_mask(&scores, sparsity);
+            let keep = match target {
+                Target::Block { rows: br, .. } => {
+                    super::row_block_mask(&scores, count, br, sparsity, false)
+                }
+                _ => top_k_mask(&scores, sparsity),
+            };
             // `pruned` rows are `block` wide; the last block may be narrower.
             for r in 0..rows {
                 for c in 0..count {

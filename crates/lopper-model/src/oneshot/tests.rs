@@ -74,6 +74,43 @@ fn every_method_gives_valid_n_m_masks() {
 }
 
 #[test]
+fn every_method_gives_whole_row_blocks() {
+    // 24 rows: six 4x1 groups; 22 rows would leave a shorter last group (tested below).
+    for method in [Method::Magnitude, Method::Wanda, Method::Sparsegpt] {
+        let (p, _) = error_of(
+            method,
+            Target::Block {
+                sparsity: 0.75,
+                rows: 4,
+            },
+            1024,
+        );
+        let cols = 64;
+        let zeros = p.iter().filter(|v| **v == 0.0).count();
+        assert_eq!(zeros, p.len() * 3 / 4, "{method:?}");
+        for g in 0..6 {
+            for c in 0..cols {
+                let kept = (0..4).filter(|r| p[(g * 4 + r) * cols + c] != 0.0).count();
+                assert!(
+                    kept == 0 || kept == 4,
+                    "{method:?}: block ({g}, {c}) keeps {kept}"
+                );
+            }
+        }
+    }
+    // Block scores sum squares within the group; the short last group is its own block.
+    // `[6, 2]`: group 0 (rows 0-3) scores 1+4 = 5 and 9+1 = 10, group 1 (rows 4-5) 0.26 twice.
+    let scores = [1.0, 0.0, 0.0, 3.0, 2.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.1, 0.1];
+    let keep = row_block_mask(&scores, 2, 4, 0.5, false);
+    let want: Vec<bool> = (0..12).map(|i| i < 8).collect();
+    assert_eq!(keep, want);
+    // Per group (Wanda), each group keeps its better column.
+    let keep = row_block_mask(&scores, 2, 4, 0.5, true);
+    assert_eq!(keep.iter().filter(|k| **k).count(), 4 + 2);
+    assert!((0..4).all(|r| keep[r * 2 + 1] && !keep[r * 2]));
+}
+
+#[test]
 fn reconstruction_beats_selection_alone() {
     let t = Target::Unstructured(0.5);
     let (_, mag) = error_of(Method::Magnitude, t, 0);
@@ -86,6 +123,17 @@ fn reconstruction_beats_selection_alone() {
     let (_, nm) = error_of(Method::Sparsegpt, Target::Nm { n: 2, m: 4 }, 0);
     let (_, nm_mag) = error_of(Method::Magnitude, Target::Nm { n: 2, m: 4 }, 0);
     assert!(nm < nm_mag, "2:4 sparsegpt {nm} vs magnitude {nm_mag}");
+    let b = Target::Block {
+        sparsity: 0.5,
+        rows: 4,
+    };
+    let (_, blk) = error_of(Method::Sparsegpt, b, 0);
+    let (_, blk_mag) = error_of(Method::Magnitude, b, 0);
+    assert!(blk < blk_mag, "4x1 sparsegpt {blk} vs magnitude {blk_mag}");
+    assert!(
+        sgpt < blk,
+        "blocks constrain the mask: {blk} vs unstructured {sgpt}"
+    );
 }
 
 #[test]
@@ -148,6 +196,11 @@ fn rejects_bad_targets() {
     assert!(check_target(Target::Nm { n: 4, m: 2 }).is_err());
     assert!(check_target(Target::Nm { n: 0, m: 4 }).is_err());
     assert!(check_target(Target::Nm { n: 2, m: 4 }).is_ok());
+    let blk = |sparsity, rows| check_target(Target::Block { sparsity, rows });
+    assert!(blk(0.9, 4).is_ok());
+    assert!(blk(0.9, 0).is_err());
+    assert!(blk(0.9, 65).is_err());
+    assert!(blk(1.0, 4).is_err());
     let (w, _) = problem(4, 8, 10, 1);
     let mut p = w.clone();
     let e = prune_matrix(
