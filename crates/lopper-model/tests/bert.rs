@@ -68,7 +68,7 @@ fn minilm_matches_reference_embeddings() {
 #[test]
 fn padded_batches_equal_single_sentences() {
     let bert = import::from_folder(&model_dir()).unwrap();
-    let mut r = runner(bert, 2);
+    let mut r = runner(bert.clone(), 2);
     let g = golden();
     let texts: Vec<&str> = g["sentences"].as_array().unwrap()[..9]
         .iter()
@@ -76,6 +76,11 @@ fn padded_batches_equal_single_sentences() {
         .collect();
     let h = r.hidden();
     let batched = r.embed(&r.encode(&texts).unwrap()).unwrap();
+    // Two threads (Linears split by rows, heads and GELU chunks over the pool) give exactly
+    // the one-thread result.
+    let mut single = runner(bert, 1);
+    let one_thread = single.embed(&single.encode(&texts).unwrap()).unwrap();
+    assert_eq!(one_thread, batched, "threads change the embeddings");
     for (i, t) in texts.iter().enumerate() {
         let one = r.embed(&r.encode(&[t]).unwrap()).unwrap();
         for (a, b) in one.iter().zip(&batched[i * h..(i + 1) * h]) {

@@ -228,6 +228,9 @@ struct Workspace {
 /// in column tiles of this many tokens, copied to and from contiguous scratch.
 pub const TOKEN_TILE: usize = 128;
 
+/// Elements per parallel GELU task: large enough that a task outweighs its scheduling.
+const GELU_CHUNK: usize = 16 * 1024;
+
 /// `y = W x + b` for `x: [in, t]`, `y: [out, t]`, in column tiles of [`TOKEN_TILE`] tokens.
 fn linear(
     mm: &Matmul,
@@ -263,7 +266,7 @@ fn grow(v: &mut Vec<f32>, len: usize) {
 }
 
 /// Sees each Linear site's input `[in, T]` (with `T`) before it runs; `Break` ends the pass.
-pub type CalibrationHook<'a> = dyn FnMut(LinearSite, &[f32], usize) -> ControlFlow<()> + 'a;
+pub type CalibrationHook<'a> = dyn FnMut(LinearSite, &[f32], usize) -> ControlFlow<()> + Send + 'a;
 
 /// Which Linear a calibration hook sees: block index and position in
 /// [`super::LINEAR_SUFFIXES`]. Query, key and value share one input, reported once as index 0.
@@ -403,6 +406,21 @@ impl BertRunner {
     /// The forward pass. Before each Linear group runs, `hook` sees its site and its input
     /// `[in, T]`; returning `Break` stops the pass there (calibration needs no more).
     pub fn forward(
+        &mut self,
+        enc: &Encoded,
+        out: &mut [f32],
+        hook: &mut CalibrationHook<'_>,
+    ) -> Result<(), ModelError> {
+        // With several threads the whole pass runs on a pool worker: each split Linear then
+        // starts on the thread that is already running instead of waking a worker to take the
+        // call over (a cross-CPU wake-up per Linear, which virtual machines make expensive).
+        match self.pool.clone() {
+            Some(p) => p.install(|| self.forward_here(enc, out, hook)),
+            None => self.forward_here(enc, out, hook),
+        }
+    }
+
+    fn forward_here(
         &mut self,
         enc: &Encoded,
         out: &mut [f32],
@@ -568,7 +586,14 @@ impl BertRunner {
                 &mut ws.tile_y,
             )?;
             tick(1);
-            ops::gelu(&mut ws.ffn[..f * t]);
+            if self.pool.is_some() {
+                // Inside the pool (see `forward`): the chunks split over its workers.
+                ws.ffn[..f * t]
+                    .par_chunks_mut(GELU_CHUNK)
+                    .for_each(ops::gelu);
+            } else {
+                ops::gelu(&mut ws.ffn[..f * t]);
+            }
             tick(4);
             if hook(site(5), &ws.ffn[..f * t], t).is_break() {
                 return Ok(());
