@@ -260,7 +260,8 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Redraws `fidelity.png` beside `out` from every `*.report.json` there that has a fidelity
-/// (so a sweep of `lopper prune` runs into one folder builds up one plot). Crosses mark N:M.
+/// (so a sweep of `lopper prune` runs into one folder builds up one plot). Crosses mark N:M;
+/// row-block patterns get a line per method and block shape.
 fn fidelity_plot(out: &Path) -> anyhow::Result<Option<PathBuf>> {
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -286,13 +287,18 @@ fn fidelity_plot(out: &Path) -> anyhow::Result<Option<PathBuf>> {
         ) else {
             continue;
         };
+        // Row blocks (`4x1`) sweep sparsity like unstructured pruning: a line of their own.
+        // N:M fixes the sparsity: crosses on the method's line.
+        let label = match v["pattern"].as_str() {
+            Some(p) if p.contains('x') => format!("{method} {p}"),
+            _ => method.to_string(),
+        };
         let e = by_method
-            .entry(method.to_string())
-            .or_insert_with(|| (method.to_string(), Vec::new(), Vec::new()));
-        if v["pattern"].is_string() {
-            e.2.push((100.0 * s, cos));
-        } else {
-            e.1.push((100.0 * s, cos));
+            .entry(label.clone())
+            .or_insert_with(|| (label, Vec::new(), Vec::new()));
+        match v["pattern"].as_str() {
+            Some(p) if !p.contains('x') => e.2.push((100.0 * s, cos)),
+            _ => e.1.push((100.0 * s, cos)),
         }
     }
     if by_method.is_empty() {
