@@ -76,11 +76,25 @@ fn padded_batches_equal_single_sentences() {
         .collect();
     let h = r.hidden();
     let batched = r.embed(&r.encode(&texts).unwrap()).unwrap();
-    // Two threads (Linears split by rows, heads and GELU chunks over the pool) give exactly
-    // the one-thread result.
+    // Two threads give exactly the one-thread result: Linears split by rows (batches of up to
+    // 128 tokens) or by 128-token tiles (longer batches: every fixture text, over 300 tokens),
+    // heads and GELU chunks over the pool.
     let mut single = runner(bert, 1);
     let one_thread = single.embed(&single.encode(&texts).unwrap()).unwrap();
     assert_eq!(one_thread, batched, "threads change the embeddings");
+    let all: Vec<&str> = g["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let enc = single.encode(&all).unwrap();
+    assert!(enc.tokens() > 2 * 128, "{} tokens", enc.tokens());
+    assert_eq!(
+        single.embed(&enc).unwrap(),
+        r.embed(&enc).unwrap(),
+        "tiles over threads change the embeddings"
+    );
     for (i, t) in texts.iter().enumerate() {
         let one = r.embed(&r.encode(&[t]).unwrap()).unwrap();
         for (a, b) in one.iter().zip(&batched[i * h..(i + 1) * h]) {

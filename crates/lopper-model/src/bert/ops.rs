@@ -15,13 +15,19 @@ pub fn embed(
     x: &mut [f32],
 ) {
     let t_all = ids.len();
+    // Blocks of a sequence's tokens: a block's table rows (64 x hidden floats) stay cached while
+    // each feature row of `x` is written contiguously; token by token, every write would land
+    // `T` floats after the last one.
+    const BLOCK: usize = 64;
     for w in offsets.windows(2) {
-        for (s, t) in (w[0]..w[1]).enumerate() {
-            let id = ids[t] as usize;
-            let wr = &word[id * hidden..(id + 1) * hidden];
-            let pr = &position[s * hidden..(s + 1) * hidden];
+        for t0 in (w[0]..w[1]).step_by(BLOCK) {
+            let t1 = (t0 + BLOCK).min(w[1]);
             for h in 0..hidden {
-                x[h * t_all + t] = wr[h] + pr[h] + token_type[h];
+                let out = &mut x[h * t_all + t0..h * t_all + t1];
+                for (t, o) in (t0..t1).zip(out) {
+                    let (id, s) = (ids[t] as usize, t - w[0]);
+                    *o = word[id * hidden + h] + position[s * hidden + h] + token_type[h];
+                }
             }
         }
     }

@@ -218,9 +218,8 @@ struct Workspace {
     mean: Vec<f32>,
     rstd: Vec<f32>,
     att: Vec<f32>,
-    /// One column tile of a Linear's input and output (see [`TOKEN_TILE`]).
-    tile_x: Vec<f32>,
-    tile_y: Vec<f32>,
+    /// Per thread, one column tile of a Linear's input and output (see [`TOKEN_TILE`]).
+    tiles: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Tokens per Linear call. A wider product streams its `[in, T]` input from memory once per
@@ -232,31 +231,74 @@ pub const TOKEN_TILE: usize = 128;
 const GELU_CHUNK: usize = 16 * 1024;
 
 /// `y = W x + b` for `x: [in, t]`, `y: [out, t]`, in column tiles of [`TOKEN_TILE`] tokens.
+/// With a scratch pair per thread (and inside the pool, see [`BertRunner::forward`]), thread `i`
+/// takes tiles `i, i + threads, ...`: each thread works on its own tokens, so the input it
+/// copies and the output it writes stay in its own cache, where splitting one tile's rows over
+/// the threads would make every thread read the whole tile.
 fn linear(
     mm: &Matmul,
     x: &[f32],
     t: usize,
     y: &mut [f32],
-    tx: &mut Vec<f32>,
-    ty: &mut Vec<f32>,
+    tiles: &mut [(Vec<f32>, Vec<f32>)],
 ) -> Result<(), ModelError> {
     if t <= TOKEN_TILE {
         return mm.run_width(x, t, y);
     }
     let (rows, cols) = (mm.w.rows(), mm.w.cols());
-    grow(tx, cols * TOKEN_TILE);
-    grow(ty, rows * TOKEN_TILE);
-    for c0 in (0..t).step_by(TOKEN_TILE) {
-        let w = TOKEN_TILE.min(t - c0);
-        for (dst, src) in tx.chunks_exact_mut(w).zip(x.chunks_exact(t)) {
-            dst.copy_from_slice(&src[c0..c0 + w]);
+    let n_tiles = t.div_ceil(TOKEN_TILE);
+    let workers = tiles.len().clamp(1, n_tiles);
+    let out = SharedOut(y.as_mut_ptr(), y.len());
+    let run = |i: usize, (tx, ty): &mut (Vec<f32>, Vec<f32>)| -> Result<(), ModelError> {
+        grow(tx, cols * TOKEN_TILE);
+        grow(ty, rows * TOKEN_TILE);
+        for c0 in (i * TOKEN_TILE..t).step_by(workers * TOKEN_TILE) {
+            let w = TOKEN_TILE.min(t - c0);
+            for (dst, src) in tx.chunks_exact_mut(w).zip(x.chunks_exact(t)) {
+                dst.copy_from_slice(&src[c0..c0 + w]);
+            }
+            mm.run_width(&tx[..cols * w], w, &mut ty[..rows * w])?;
+            for (r, src) in ty[..rows * w].chunks_exact(w).enumerate() {
+                // SAFETY: `y` is `[rows, t]` (checked by `SharedOut::row_cols`); tasks write
+                // disjoint column ranges `c0..c0 + w` of it, and `y` outlives them.
+                unsafe { out.row_cols(r * t + c0, w) }.copy_from_slice(src);
+            }
         }
-        mm.run_width(&tx[..cols * w], w, &mut ty[..rows * w])?;
-        for (src, dst) in ty.chunks_exact(w).zip(y.chunks_exact_mut(t)) {
-            dst[c0..c0 + w].copy_from_slice(src);
-        }
+        Ok(())
+    };
+    if y.len() < rows * t || x.len() < cols * t {
+        return Err(ModelError::Plan(format!(
+            "a Linear's activations are shorter than [{cols}, {t}] in or [{rows}, {t}] out"
+        )));
     }
-    Ok(())
+    if workers == 1 {
+        return run(0, &mut tiles[0]);
+    }
+    tiles[..workers]
+        .par_iter_mut()
+        .enumerate()
+        .try_for_each(|(i, pair)| run(i, pair))
+}
+
+/// The output of [`linear`], written by several tasks at disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32, usize);
+
+// SAFETY: tasks only write through `row_cols` at disjoint ranges (see `linear`).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `start + len` is within the slice this was made from, and no other task touches the
+    /// range while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row_cols(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.1, "write past the activations");
+        // SAFETY: in bounds (asserted); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
 }
 
 fn grow(v: &mut Vec<f32>, len: usize) {
@@ -457,7 +499,11 @@ impl BertRunner {
                 clock = now;
             }
         };
+        let threads = self.pool.as_ref().map_or(1, |p| p.current_num_threads());
         let ws = &mut self.ws;
+        if ws.tiles.len() != threads {
+            ws.tiles.resize_with(threads, Default::default);
+        }
         for buf in [
             &mut ws.x,
             &mut ws.q,
@@ -501,30 +547,9 @@ impl BertRunner {
             if hook(site(0), x, t).is_break() {
                 return Ok(());
             }
-            linear(
-                &mm[0],
-                x,
-                t,
-                &mut ws.q[..h * t],
-                &mut ws.tile_x,
-                &mut ws.tile_y,
-            )?;
-            linear(
-                &mm[1],
-                x,
-                t,
-                &mut ws.k[..h * t],
-                &mut ws.tile_x,
-                &mut ws.tile_y,
-            )?;
-            linear(
-                &mm[2],
-                x,
-                t,
-                &mut ws.v[..h * t],
-                &mut ws.tile_x,
-                &mut ws.tile_y,
-            )?;
+            linear(&mm[0], x, t, &mut ws.q[..h * t], &mut ws.tiles)?;
+            linear(&mm[1], x, t, &mut ws.k[..h * t], &mut ws.tiles)?;
+            linear(&mm[2], x, t, &mut ws.v[..h * t], &mut ws.tiles)?;
             tick(1);
             let (hq, hk, hv) = (&ws.q[..h * t], &ws.k[..h * t], &ws.v[..h * t]);
             let dh = c.head_dim();
@@ -558,8 +583,7 @@ impl BertRunner {
                 &ws.ctx[..h * t],
                 t,
                 &mut ws.tmp[..h * t],
-                &mut ws.tile_x,
-                &mut ws.tile_y,
+                &mut ws.tiles,
             )?;
             tick(1);
             // Post-LN residual: x = LayerNorm(x + sublayer(x)).
@@ -582,8 +606,7 @@ impl BertRunner {
                 &ws.x[..h * t],
                 t,
                 &mut ws.ffn[..f * t],
-                &mut ws.tile_x,
-                &mut ws.tile_y,
+                &mut ws.tiles,
             )?;
             tick(1);
             if self.pool.is_some() {
@@ -603,8 +626,7 @@ impl BertRunner {
                 &ws.ffn[..f * t],
                 t,
                 &mut ws.tmp[..h * t],
-                &mut ws.tile_x,
-                &mut ws.tile_y,
+                &mut ws.tiles,
             )?;
             tick(1);
             // Post-LN residual: x = LayerNorm(x + sublayer(x)).
