@@ -252,6 +252,7 @@ mod x86 {
     use core::arch::x86_64::*;
 
     use super::{head_body, product_plain, Io, Product};
+    use crate::kernels::x86_64::avx512::lanes;
 
     /// # Safety
     /// AVX2 and FMA are available.
@@ -268,16 +269,6 @@ mod x86 {
             // SAFETY: this function's target features; `head_with` checked every view's extent.
             unsafe { product(p, c) }
         })
-    }
-
-    /// Lane mask for the first `w` (`<= 16`) lanes.
-    #[inline]
-    fn lanes(w: usize) -> __mmask16 {
-        if w >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << w) - 1) as __mmask16
-        }
     }
 
     /// [`Product`] in tiles of up to 4 rows x 64 lanes.

@@ -25,7 +25,7 @@ const KC: usize = 256;
 
 /// Lane mask for the first `w` (`<= 16`) lanes.
 #[inline]
-fn lanes(w: usize) -> __mmask16 {
+pub(crate) fn lanes(w: usize) -> __mmask16 {
     if w >= 16 {
         0xFFFF
     } else {
