@@ -29,49 +29,36 @@ pub fn scratch_len(len: usize) -> usize {
     len * ld + 2 * ld
 }
 
-/// `ctx = softmax(scale · Qᵀ K) V` for one head of one sequence (layout in the module docs).
-/// `scratch` must hold [`scratch_len`]`(len)` floats. Rows of `ctx` past `len` are untouched.
-#[allow(clippy::too_many_arguments)]
-pub fn head(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    ld: usize,
-    head_dim: usize,
-    len: usize,
-    scale: f32,
-    ctx: &mut [f32],
-    scratch: &mut [f32],
-) -> Result<(), KernelError> {
-    head_with(
-        Isa::selected(),
-        q,
-        k,
-        v,
-        ld,
-        head_dim,
-        len,
-        scale,
-        ctx,
-        scratch,
-    )
+/// The operands of one head of one sequence (layout in the module docs).
+#[derive(Clone, Copy)]
+pub struct Head<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    /// Row stride of `q`, `k`, `v` and the output, at least `len`.
+    pub ld: usize,
+    pub head_dim: usize,
+    /// Tokens of the sequence.
+    pub len: usize,
+    /// Multiplies the scores before the softmax (`1 / sqrt(head_dim)` in a transformer).
+    pub scale: f32,
+}
+
+/// `ctx = softmax(scale · Qᵀ K) V` for one head of one sequence. `scratch` must hold
+/// [`scratch_len`]`(len)` floats. Columns of `ctx` past `len` are untouched.
+pub fn head(h: &Head<'_>, ctx: &mut [f32], scratch: &mut [f32]) -> Result<(), KernelError> {
+    head_with(Isa::selected(), h, ctx, scratch)
 }
 
 /// [`head`] on a given instruction set (tests compare them); an ISA this CPU lacks runs the best
 /// one it has below it.
-#[allow(clippy::too_many_arguments)]
 pub fn head_with(
     isa: Isa,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    ld: usize,
-    head_dim: usize,
-    len: usize,
-    scale: f32,
+    h: &Head<'_>,
     ctx: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), KernelError> {
+    let (ld, head_dim, len) = (h.ld, h.head_dim, h.len);
     if len == 0 || head_dim == 0 {
         return Ok(());
     }
@@ -84,9 +71,9 @@ pub fn head_with(
     }
     let need = (head_dim - 1) * ld + len;
     for (what, got) in [
-        ("attention queries", q.len()),
-        ("attention keys", k.len()),
-        ("attention values", v.len()),
+        ("attention queries", h.q.len()),
+        ("attention keys", h.k.len()),
+        ("attention values", h.v.len()),
         ("attention output", ctx.len()),
     ] {
         if got < need {
@@ -104,15 +91,6 @@ pub fn head_with(
             actual: scratch.len(),
         });
     }
-    let io = Io {
-        q,
-        k,
-        v,
-        ld,
-        head_dim,
-        len,
-        scale,
-    };
     let isa = if isa.available() {
         isa
     } else {
@@ -122,24 +100,13 @@ pub fn head_with(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available` checked AVX-512F (and AVX2+FMA) on this CPU; the bounds above are
         // the kernel's preconditions.
-        Isa::Avx512 => unsafe { x86::head_avx512(&io, ctx, scratch) },
+        Isa::Avx512 => unsafe { x86::head_avx512(h, ctx, scratch) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available` checked AVX2+FMA on this CPU.
-        Isa::Avx2 => unsafe { x86::head_avx2(&io, ctx, scratch) },
-        _ => head_body(&io, ctx, scratch, &mut product_plain),
+        Isa::Avx2 => unsafe { x86::head_avx2(h, ctx, scratch) },
+        _ => head_body(h, ctx, scratch, &mut product_plain),
     }
     Ok(())
-}
-
-/// The operands of one call, bounds already checked.
-struct Io<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    ld: usize,
-    head_dim: usize,
-    len: usize,
-    scale: f32,
 }
 
 /// One broadcast-times-row product: `C[r, i] = alpha · Σ_l A[r·a_rs + l·a_cs] · B[l·b_rs + i]`
@@ -161,7 +128,7 @@ struct Product<'a> {
 /// ISA's entry point so the elementwise passes are compiled for that ISA too.
 #[inline(always)]
 fn head_body(
-    io: &Io<'_>,
+    io: &Head<'_>,
     ctx: &mut [f32],
     scratch: &mut [f32],
     product: &mut impl FnMut(&Product<'_>, &mut [f32]),
@@ -251,20 +218,20 @@ fn product_plain(p: &Product<'_>, c: &mut [f32]) {
 mod x86 {
     use core::arch::x86_64::*;
 
-    use super::{head_body, product_plain, Io, Product};
+    use super::{head_body, product_plain, Head, Product};
     use crate::kernels::x86_64::avx512::lanes;
 
     /// # Safety
     /// AVX2 and FMA are available.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn head_avx2(io: &Io<'_>, ctx: &mut [f32], scratch: &mut [f32]) {
+    pub(super) unsafe fn head_avx2(io: &Head<'_>, ctx: &mut [f32], scratch: &mut [f32]) {
         head_body(io, ctx, scratch, &mut product_plain)
     }
 
     /// # Safety
     /// AVX-512F, AVX2 and FMA are available.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn head_avx512(io: &Io<'_>, ctx: &mut [f32], scratch: &mut [f32]) {
+    pub(super) unsafe fn head_avx512(io: &Head<'_>, ctx: &mut [f32], scratch: &mut [f32]) {
         head_body(io, ctx, scratch, &mut |p, c| {
             // SAFETY: this function's target features; `head_with` checked every view's extent.
             unsafe { product(p, c) }
@@ -354,15 +321,16 @@ mod x86 {
 
 /// The f64 definition of [`head`] (the twin every path is tested against), with each output's
 /// error budget: `Σ_j p_j |V[d, j]|` times a bound on the relative error of the probabilities.
-pub fn reference_head(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    ld: usize,
-    head_dim: usize,
-    len: usize,
-    scale: f32,
-) -> (Vec<f64>, Vec<f64>) {
+pub fn reference_head(h: &Head<'_>) -> (Vec<f64>, Vec<f64>) {
+    let Head {
+        q,
+        k,
+        v,
+        ld,
+        head_dim,
+        len,
+        scale,
+    } = *h;
     let mut out = vec![0.0; head_dim * len];
     let mut tol = vec![0.0; head_dim * len];
     for i in 0..len {

@@ -2,7 +2,7 @@
 //! lengths and head sizes around the AVX-512 tile (4 rows x 64 lanes, 16-lane vectors), row
 //! strides wider than the sequence, adversarial values, bad shapes, and proptest.
 
-use lopper_kernels::attention::{head_with, reference_head, scratch_len};
+use lopper_kernels::attention::{head_with, reference_head, scratch_len, Head};
 use lopper_kernels::{synth, Isa, KernelError};
 use proptest::prelude::*;
 use rand::Rng;
@@ -34,25 +34,25 @@ impl Case {
         }
     }
 
+    fn head(&self) -> Head<'_> {
+        Head {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            ld: self.ld,
+            head_dim: self.head_dim,
+            len: self.len,
+            scale: self.scale,
+        }
+    }
+
     /// Runs `isa` and checks every output against the twin; rows' padding must stay untouched.
     fn check(&self, isa: Isa) -> Result<(), String> {
         let (ld, hd, len) = (self.ld, self.head_dim, self.len);
         let mut ctx = vec![f32::from_bits(0x7fc0_0bad); (hd - 1) * ld + len];
         let mut scratch = vec![f32::NAN; scratch_len(len)];
-        head_with(
-            isa,
-            &self.q,
-            &self.k,
-            &self.v,
-            ld,
-            hd,
-            len,
-            self.scale,
-            &mut ctx,
-            &mut scratch,
-        )
-        .map_err(|e| e.to_string())?;
-        let (want, tol) = reference_head(&self.q, &self.k, &self.v, ld, hd, len, self.scale);
+        head_with(isa, &self.head(), &mut ctx, &mut scratch).map_err(|e| e.to_string())?;
+        let (want, tol) = reference_head(&self.head());
         for d in 0..hd {
             for i in 0..ld.min(ctx.len() - d * ld) {
                 let got = ctx[d * ld + i];
@@ -132,7 +132,13 @@ fn rejects_bad_shapes() {
     let mut ctx = vec![0.0; 3 * 12 + 10];
     let mut s = vec![0.0; scratch_len(10)];
     let run = |q: &[f32], ld, ctx: &mut [f32], s: &mut [f32]| {
-        head_with(Isa::Scalar, q, &c.k, &c.v, ld, 4, 10, 1.0, ctx, s)
+        let h = Head {
+            q,
+            ld,
+            scale: 1.0,
+            ..c.head()
+        };
+        head_with(Isa::Scalar, &h, ctx, s)
     };
     assert!(matches!(
         run(&c.q[1..], 12, &mut ctx, &mut s),
@@ -144,7 +150,16 @@ fn rejects_bad_shapes() {
     let mut small = vec![0.0; 3 * 12 + 9];
     assert!(run(&c.q, 12, &mut small, &mut s).is_err());
     // Empty sequences and heads are nothing to do.
-    head_with(Isa::Scalar, &[], &[], &[], 0, 0, 0, 1.0, &mut [], &mut []).unwrap();
+    let empty = Head {
+        q: &[],
+        k: &[],
+        v: &[],
+        ld: 0,
+        head_dim: 0,
+        len: 0,
+        scale: 1.0,
+    };
+    head_with(Isa::Scalar, &empty, &mut [], &mut []).unwrap();
 }
 
 proptest! {

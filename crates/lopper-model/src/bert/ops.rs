@@ -117,17 +117,16 @@ pub fn attention_head(
     for w in offsets.windows(2) {
         let (base, len) = (w[0], w[1] - w[0]);
         let at = r0 + base;
-        attention::head(
-            &q[at..],
-            &k[at..],
-            &v[at..],
-            t_all,
+        let h = attention::Head {
+            q: &q[at..],
+            k: &k[at..],
+            v: &v[at..],
+            ld: t_all,
             head_dim,
             len,
             scale,
-            &mut ctx_head[base..],
-            scores,
-        )?;
+        };
+        attention::head(&h, &mut ctx_head[base..], scores)?;
     }
     Ok(())
 }

@@ -246,6 +246,11 @@ fn linear(
         return mm.run_width(x, t, y);
     }
     let (rows, cols) = (mm.w.rows(), mm.w.cols());
+    if y.len() < rows * t || x.len() < cols * t {
+        return Err(ModelError::Plan(format!(
+            "a Linear's activations are shorter than [{cols}, {t}] in or [{rows}, {t}] out"
+        )));
+    }
     let n_tiles = t.div_ceil(TOKEN_TILE);
     let workers = tiles.len().clamp(1, n_tiles);
     let out = SharedOut(y.as_mut_ptr(), y.len());
@@ -266,11 +271,6 @@ fn linear(
         }
         Ok(())
     };
-    if y.len() < rows * t || x.len() < cols * t {
-        return Err(ModelError::Plan(format!(
-            "a Linear's activations are shorter than [{cols}, {t}] in or [{rows}, {t}] out"
-        )));
-    }
     if workers == 1 {
         return run(0, &mut tiles[0]);
     }
