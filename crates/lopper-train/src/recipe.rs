@@ -156,6 +156,8 @@ pub struct PruningSpec {
     pub overrides: BTreeMap<String, f64>,
     /// N:M structured sparsity, e.g. `"2:4"`: every prune event keeps `n` of each `m`
     /// consecutive inputs of every output unit (needs a one_shot schedule to `1 - n/m`).
+    /// Or a block pattern `"RxC"`, e.g. `"4x1"`: weights are pruned in whole blocks of `R`
+    /// outputs by `C` inputs of the `[out, in]` matrix, with any magnitude schedule.
     #[serde(default)]
     pub pattern: Option<String>,
     /// How the weights a mask keeps before the first step are scaled (sparse from the start:
@@ -185,6 +187,21 @@ impl PruningSpec {
     pub fn nm_pattern(&self) -> Option<(usize, usize)> {
         parse_pattern(self.pattern.as_deref()?)
     }
+
+    /// The parsed `pattern`, when it is a valid block pattern `RxC` (checked by
+    /// [`Recipe::parse`]).
+    pub fn block_pattern(&self) -> Option<(usize, usize)> {
+        parse_block(self.pattern.as_deref()?)
+    }
+}
+
+/// Largest block side a pattern may name.
+pub const MAX_BLOCK: usize = 64;
+
+fn parse_block(s: &str) -> Option<(usize, usize)> {
+    let (r, c) = s.trim().split_once('x')?;
+    let (r, c): (usize, usize) = (r.trim().parse().ok()?, c.trim().parse().ok()?);
+    ((1..=MAX_BLOCK).contains(&r) && (1..=MAX_BLOCK).contains(&c) && r * c > 1).then_some((r, c))
 }
 
 fn parse_pattern(s: &str) -> Option<(usize, usize)> {
@@ -345,33 +362,45 @@ impl Recipe {
             sparsity(&format!("pruning.overrides.\"{layer}\""), s)?;
         }
         if let Some(text) = &p.pattern {
-            let Some((n, m)) = parse_pattern(text) else {
-                return Err(bad(
-                    "pruning.pattern",
-                    format!("\"{text}\" is not N:M with 1 <= N < M <= 16 (e.g. \"2:4\")"),
-                ));
-            };
-            let want = 1.0 - n as f64 / m as f64;
-            match &p.schedule {
-                Schedule::OneShot { target, .. } if (target - want).abs() < 1e-9 => {}
-                Schedule::OneShot { target, .. } => {
-                    return Err(bad(
-                        "pruning.schedule.target",
-                        format!("{target} does not match pattern {n}:{m} (sparsity {want})"),
-                    ))
-                }
-                _ => {
+            if parse_block(text).is_some() {
+                if matches!(
+                    p.schedule,
+                    Schedule::None | Schedule::Set { .. } | Schedule::Rigl { .. }
+                ) {
                     return Err(bad(
                         "pruning.pattern",
-                        "N:M patterns need a one_shot schedule".into(),
-                    ))
+                        format!("block pattern \"{text}\" needs a one_shot, periodic, gradual or iterative schedule (SET and RigL move single weights)"),
+                    ));
                 }
-            }
-            if !p.overrides.is_empty() {
-                return Err(bad(
-                    "pruning.overrides",
-                    "per-layer targets do not apply to an N:M pattern".into(),
-                ));
+            } else {
+                let Some((n, m)) = parse_pattern(text) else {
+                    return Err(bad(
+                        "pruning.pattern",
+                        format!("\"{text}\" is neither N:M with 1 <= N < M <= 16 (e.g. \"2:4\") nor a block RxC with sides 1..={MAX_BLOCK} (e.g. \"4x1\")"),
+                    ));
+                };
+                let want = 1.0 - n as f64 / m as f64;
+                match &p.schedule {
+                    Schedule::OneShot { target, .. } if (target - want).abs() < 1e-9 => {}
+                    Schedule::OneShot { target, .. } => {
+                        return Err(bad(
+                            "pruning.schedule.target",
+                            format!("{target} does not match pattern {n}:{m} (sparsity {want})"),
+                        ))
+                    }
+                    _ => {
+                        return Err(bad(
+                            "pruning.pattern",
+                            "N:M patterns need a one_shot schedule".into(),
+                        ))
+                    }
+                }
+                if !p.overrides.is_empty() {
+                    return Err(bad(
+                        "pruning.overrides",
+                        "per-layer targets do not apply to an N:M pattern".into(),
+                    ));
+                }
             }
         }
         // Any schedule that prunes before the first step (steps per epoch do not matter at 0).

@@ -79,6 +79,7 @@ fn run<M: Classifier>(
         overrides: Default::default(),
         seed: 0,
         pattern: None,
+        block: None,
     };
     let mut rows = Vec::new();
     for layer in &layers {

@@ -285,6 +285,7 @@ fn run<M: Classifier>(
         overrides: recipe.pruning.overrides.clone(),
         seed: recipe.seed,
         pattern: recipe.pruning.nm_pattern(),
+        block: recipe.pruning.block_pattern(),
     };
     let schedule = &recipe.pruning.schedule;
     let final_target = schedule.final_target();

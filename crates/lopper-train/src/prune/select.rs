@@ -9,6 +9,16 @@
 //! Linear `[in, out]` is transposed for this; Conv2d `[out, in, kh, kw]` is already
 //! `[out, in*kh*kw]`). A layer whose input count is not a multiple of `m` (LeNet-5's first
 //! convolution, 25 inputs) is left dense, as NVIDIA's ASP does.
+//!
+//! With a block `pattern` `RxC`, weights are kept or pruned in blocks of `R` consecutive outputs
+//! by `C` consecutive inputs of the `[out, in]` matrix (TF-MOT's `block_size` names the same idea
+//! on Keras' `[in, out]` kernel, so its `(a, b)` is our `bxa`). Each entry
+//! is scored by its block's mean score (TF-MOT's average pooling of `|w|`), the allocation runs
+//! unchanged on those scores, and the one block a threshold may split is then kept whole when
+//! at least half of it was kept: every mask is whole blocks, and a layer's sparsity is the
+//! target to within one block. Edge blocks of a layer whose sizes are not multiples of the
+//! block are smaller and are scored the same way. The runtime stores such layers as BSR `Rx1`
+//! or `1xC` blocks when that is measured faster.
 
 use std::collections::BTreeMap;
 
@@ -97,6 +107,8 @@ pub struct PrunePlan {
     pub seed: u64,
     /// N:M structured sparsity `(n, m)`: masks keep `n` of every `m` (the target is `1 - n/m`).
     pub pattern: Option<(usize, usize)>,
+    /// Block pattern `(rows, cols)`: whole blocks of the `[out, in]` matrix are kept or pruned.
+    pub block: Option<(usize, usize)>,
 }
 
 /// `[out, K]` row-major order of a layer's values, as indices into burn's layout.
@@ -133,6 +145,44 @@ fn layer_nm_mask(shape: &[usize], scores: &[f32], n: usize, m: usize) -> Option<
     Some(mask)
 }
 
+/// The block of every value of a layer (burn's layout), and the number of blocks, for blocks of
+/// `br` outputs by `bc` inputs; `None` for a layer without an `[out, in]` reading (a vector).
+fn block_ids(shape: &[usize], br: usize, bc: usize) -> Option<(Vec<usize>, usize)> {
+    let (out, k, order) = out_major_order(shape)?;
+    let per_row = k.div_ceil(bc);
+    let mut ids = vec![0; order.len()];
+    for (j, &i) in order.iter().enumerate() {
+        ids[i] = (j / k / br) * per_row + (j % k) / bc;
+    }
+    Some((ids, out.div_ceil(br) * per_row))
+}
+
+/// Every score replaced by the mean score of its block.
+fn block_mean(scores: &[f32], ids: &[usize], blocks: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; blocks];
+    let mut count = vec![0u32; blocks];
+    for (&s, &b) in scores.iter().zip(ids) {
+        sum[b] += s.abs() as f64;
+        count[b] += 1;
+    }
+    ids.iter()
+        .map(|&b| (sum[b] / count[b] as f64) as f32)
+        .collect()
+}
+
+/// Makes a mask whole blocks: a block is kept when at least half of its entries were.
+fn snap_to_blocks(mask: &mut [bool], ids: &[usize], blocks: usize) {
+    let mut kept = vec![0u32; blocks];
+    let mut size = vec![0u32; blocks];
+    for (&m, &b) in mask.iter().zip(ids) {
+        kept[b] += m as u32;
+        size[b] += 1;
+    }
+    for (m, &b) in mask.iter_mut().zip(ids) {
+        *m = kept[b] > 0 && 2 * kept[b] >= size[b];
+    }
+}
+
 impl PrunePlan {
     /// Masks for `layers` at `target` (the scheduled sparsity; `final_target` is where the
     /// schedule ends, used to scale per-layer overrides proportionally).
@@ -143,6 +193,43 @@ impl PrunePlan {
         target: f64,
         final_target: f64,
         event: u64,
+    ) -> Masks {
+        let Some((br, bc)) = self.block else {
+            return self.element_masks(layers, old, target, final_target, event, |_, s| s);
+        };
+        let ids: Vec<Option<(Vec<usize>, usize)>> =
+            layers.iter().map(|l| block_ids(&l.shape, br, bc)).collect();
+        let mut out = self.element_masks(
+            layers,
+            old,
+            target,
+            final_target,
+            event,
+            |i, s| match &ids[i] {
+                Some((id, n)) => block_mean(&s, id, *n),
+                None => s,
+            },
+        );
+        for (l, id) in layers.iter().zip(&ids) {
+            if let (Some((id, n)), Some(m)) = (id, out.get(&l.path)) {
+                let mut m = m.to_vec();
+                snap_to_blocks(&mut m, id, *n);
+                out.insert(l.path.clone(), m);
+            }
+        }
+        out
+    }
+
+    /// Masks from per-entry scores (`rescore(layer index, scores)` may replace a layer's scores,
+    /// e.g. by its block means, before the allocation sees them).
+    fn element_masks(
+        &self,
+        layers: &[LayerInfo],
+        old: &Masks,
+        target: f64,
+        final_target: f64,
+        event: u64,
+        rescore: impl Fn(usize, Vec<f32>) -> Vec<f32>,
     ) -> Masks {
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ event.wrapping_mul(0xA24B_AED4_963E_E407));
@@ -164,6 +251,8 @@ impl PrunePlan {
                     })
                     .collect()
             })
+            .enumerate()
+            .map(|(i, s)| rescore(i, s))
             .collect();
         let layer_target = |path: &str| -> f64 {
             match self.overrides.get(path) {
@@ -296,6 +385,7 @@ mod tests {
             overrides: BTreeMap::new(),
             seed: 1,
             pattern: None,
+            block: None,
         }
     }
 
@@ -368,5 +458,133 @@ mod tests {
         assert_eq!(kept(&a, "a"), 50);
         let magnitude = plan(Allocation::Layerwise).masks(&layers, &Masks::new(), 0.5, 0.5, 3);
         assert_ne!(a, magnitude);
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+    use burn::module::ParamId;
+
+    fn linear(path: &str, fan_in: usize, fan_out: usize, values: Vec<f32>) -> LayerInfo {
+        LayerInfo {
+            path: path.into(),
+            id: ParamId::new(),
+            shape: vec![fan_in, fan_out],
+            values,
+        }
+    }
+
+    fn plan(allocation: Allocation, block: (usize, usize)) -> PrunePlan {
+        PrunePlan {
+            criterion: Criterion::Magnitude,
+            allocation,
+            min_density: 0.0,
+            overrides: BTreeMap::new(),
+            seed: 1,
+            pattern: None,
+            block: Some(block),
+        }
+    }
+
+    /// Asserts every `br x bc` block of `[out, in]` (burn `[in, out]` values) is all kept or all
+    /// pruned; returns the kept count.
+    fn whole_blocks(mask: &[bool], fan_in: usize, fan_out: usize, br: usize, bc: usize) -> usize {
+        for ob in 0..fan_out.div_ceil(br) {
+            for ib in 0..fan_in.div_ceil(bc) {
+                let cells: Vec<bool> = (ob * br..((ob + 1) * br).min(fan_out))
+                    .flat_map(|o| (ib * bc..((ib + 1) * bc).min(fan_in)).map(move |i| (o, i)))
+                    .map(|(o, i)| mask[i * fan_out + o])
+                    .collect();
+                assert!(
+                    cells.iter().all(|&k| k) || cells.iter().all(|&k| !k),
+                    "block ({ob}, {ib}) split: {cells:?}"
+                );
+            }
+        }
+        mask.iter().filter(|&&k| k).count()
+    }
+
+    #[test]
+    fn block_ids_follow_the_out_in_matrix() {
+        // burn Linear [in = 3, out = 5], 2x2 blocks of [out, in]: 3 block rows x 2 block cols.
+        let (ids, n) = block_ids(&[3, 5], 2, 2).unwrap();
+        assert_eq!(n, 6);
+        // value i * 5 + o is entry (o, i): block (o / 2) * 2 + i / 2.
+        for i in 0..3 {
+            for o in 0..5 {
+                assert_eq!(ids[i * 5 + o], (o / 2) * 2 + i / 2, "o {o} i {i}");
+            }
+        }
+        // Conv [out = 3, in = 2, 1, 2] is [3, 4] already; 1x4 blocks are whole rows.
+        let (ids, n) = block_ids(&[3, 2, 1, 2], 1, 4).unwrap();
+        assert_eq!((ids, n), (vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], 3));
+        assert!(block_ids(&[7], 2, 2).is_none());
+    }
+
+    #[test]
+    fn blocks_are_kept_or_pruned_whole_by_mean_magnitude() {
+        // [in = 6, out = 8] with pseudo-random magnitudes; 4x1 and 1x4 blocks, uneven edges.
+        let mut s = 17u32;
+        let values: Vec<f32> = (0..48)
+            .map(|_| {
+                s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect();
+        for (br, bc) in [(4, 1), (1, 4), (3, 4)] {
+            let layers = [linear("w", 6, 8, values.clone())];
+            let m =
+                plan(Allocation::Layerwise, (br, bc)).masks(&layers, &Masks::new(), 0.5, 0.5, 0);
+            let kept = whole_blocks(m.get("w").unwrap(), 6, 8, br, bc);
+            let block = br * bc;
+            assert!(kept.abs_diff(24) <= block, "{br}x{bc}: kept {kept}");
+            // The kept blocks have the larger mean |w|.
+            let (ids, n) = block_ids(&[6, 8], br, bc).unwrap();
+            let means = block_mean(&values, &ids, n);
+            let mask = m.get("w").unwrap();
+            let kept_min = (0..48)
+                .filter(|&i| mask[i])
+                .map(|i| means[i])
+                .fold(f32::MAX, f32::min);
+            let pruned_max = (0..48)
+                .filter(|&i| !mask[i])
+                .map(|i| means[i])
+                .fold(0.0, f32::max);
+            assert!(
+                kept_min >= pruned_max,
+                "{br}x{bc}: {kept_min} < {pruned_max}"
+            );
+        }
+    }
+
+    #[test]
+    fn global_blocks_stay_whole_and_pruned_blocks_stay_pruned() {
+        let a: Vec<f32> = (0..32).map(|i| 1.0 + (i % 7) as f32).collect();
+        let b: Vec<f32> = (0..32).map(|i| 0.5 + (i % 5) as f32).collect();
+        let layers = [linear("a", 4, 8, a.clone()), linear("b", 8, 4, b)];
+        let p = plan(Allocation::Global, (4, 1));
+        let first = p.masks(&layers, &Masks::new(), 0.5, 0.75, 0);
+        let second = p.masks(&layers, &first, 0.75, 0.75, 1);
+        let mut kept = 0;
+        for (name, fi, fo) in [("a", 4, 8), ("b", 8, 4)] {
+            let (m1, m2) = (first.get(name).unwrap(), second.get(name).unwrap());
+            whole_blocks(m1, fi, fo, 4, 1);
+            kept += whole_blocks(m2, fi, fo, 4, 1);
+            assert!(
+                m2.iter().zip(m1).all(|(n, o)| !*n || *o),
+                "{name}: a pruned block came back"
+            );
+        }
+        assert!(kept.abs_diff(16) <= 4, "kept {kept} of 64");
+    }
+
+    #[test]
+    fn an_all_zero_layer_prunes_whole_blocks_too() {
+        let layers = [linear("z", 8, 8, vec![0.0; 64])];
+        let m = plan(Allocation::Layerwise, (2, 2)).masks(&layers, &Masks::new(), 0.5, 0.5, 0);
+        let kept = whole_blocks(m.get("z").unwrap(), 8, 8, 2, 2);
+        assert_eq!(kept % 4, 0);
+        assert!(kept.abs_diff(32) <= 4);
     }
 }
