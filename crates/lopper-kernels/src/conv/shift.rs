@@ -264,11 +264,13 @@ fn give_back(s: Vec<f32>, offs: Vec<u32>) {
 
 /// [`run`] for four output channels (a BSR 4x1 block row): each loaded run of `S` feeds four
 /// sets of `L` sums. `out` holds the block row's `nr <= 4` channels, `plane` floats each; the
-/// weights of channels past `nr` are zero and their sums are not stored.
+/// weights of channels past `nr` are zero and their sums are not stored. `entry(i)` gives the
+/// `i`-th of `len` blocks: its four weights and its run offset into `S`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn run4<const L: usize, const FMA: bool>(
-    w: &[[f32; 4]],
-    off: &[u32],
+    len: usize,
+    entry: impl Fn(usize) -> ([f32; 4], u32),
     s: &[f32],
     p0: usize,
     out: &mut [f32],
@@ -279,11 +281,12 @@ fn run4<const L: usize, const FMA: bool>(
     for (ri, a) in acc.iter_mut().enumerate().take(nr) {
         a.copy_from_slice(&out[ri * plane + p0..][..L]);
     }
-    for (wv, &o) in w.iter().zip(off) {
+    for i in 0..len {
+        let (wv, o) = entry(i);
         let src: &[f32; L] = s[o as usize + p0..][..L].try_into().expect("L floats");
         for l in 0..L {
             let v = src[l];
-            for (a, &wr) in acc.iter_mut().zip(wv) {
+            for (a, &wr) in acc.iter_mut().zip(&wv) {
                 a[l] = if FMA {
                     wr.mul_add(v, a[l])
                 } else {
@@ -294,6 +297,37 @@ fn run4<const L: usize, const FMA: bool>(
     }
     for (ri, a) in acc.iter().enumerate().take(nr) {
         out[ri * plane + p0..][..L].copy_from_slice(a);
+    }
+}
+
+/// All runs of one plane for `len` blocks (see [`run4`]): `L` floats at a time, then the tail in
+/// 16-, 4- and 1-float runs (planes like 7x7 = 49 floats), each a full vector per channel where
+/// the ISA has one.
+#[inline(always)]
+fn plane4<const L: usize, const FMA: bool>(
+    len: usize,
+    entry: impl Fn(usize) -> ([f32; 4], u32) + Copy,
+    s: &[f32],
+    out: &mut [f32],
+    plane: usize,
+    nr: usize,
+) {
+    let mut p0 = 0;
+    while p0 + L <= plane {
+        run4::<L, FMA>(len, entry, s, p0, out, plane, nr);
+        p0 += L;
+    }
+    while L > 16 && p0 + 16 <= plane {
+        run4::<16, FMA>(len, entry, s, p0, out, plane, nr);
+        p0 += 16;
+    }
+    while p0 + 4 <= plane {
+        run4::<4, FMA>(len, entry, s, p0, out, plane, nr);
+        p0 += 4;
+    }
+    while p0 < plane {
+        run4::<1, FMA>(len, entry, s, p0, out, plane, nr);
+        p0 += 1;
     }
 }
 
@@ -322,6 +356,15 @@ fn body_b41<const L: usize, const FMA: bool, const AVX512: bool>(
         let out = &mut y[(r0 - y_start) * plane..(r0 - y_start + nr) * plane];
         out.fill(0.0);
         let (a, b) = (brp[bi] as usize, brp[bi + 1] as usize);
+        if let (Values::F32(v), 4) = (m.values(), nr) {
+            // Whole f32 blocks: read the stored weights and columns in place. Copying them
+            // into a batch first cost as much as the multiply-adds at LeNet sizes.
+            let (blocks, _) = v[a * 4..b * 4].as_chunks::<4>();
+            let cols = &bcol[a..b];
+            let entry = |i: usize| (blocks[i], offs[cols[i] as usize]);
+            plane4::<L, FMA>(b - a, entry, &s, out, plane, nr);
+            continue;
+        }
         for e0 in (a..b).step_by(BATCH) {
             let len = (b - e0).min(BATCH);
             for i in 0..len {
@@ -340,25 +383,7 @@ fn body_b41<const L: usize, const FMA: bool, const AVX512: bool>(
                 off[i] = offs[bcol[k] as usize];
             }
             let (w, off) = (&w[..len], &off[..len]);
-            let mut p0 = 0;
-            while p0 + L <= plane {
-                run4::<L, FMA>(w, off, &s, p0, out, plane, nr);
-                p0 += L;
-            }
-            // Planes like 7x7 = 49 floats: the tail in 16- and 4-float runs, each a full vector
-            // per channel where the ISA has one.
-            while L > 16 && p0 + 16 <= plane {
-                run4::<16, FMA>(w, off, &s, p0, out, plane, nr);
-                p0 += 16;
-            }
-            while p0 + 4 <= plane {
-                run4::<4, FMA>(w, off, &s, p0, out, plane, nr);
-                p0 += 4;
-            }
-            while p0 < plane {
-                run4::<1, FMA>(w, off, &s, p0, out, plane, nr);
-                p0 += 1;
-            }
+            plane4::<L, FMA>(len, |i| (w[i], off[i]), &s, out, plane, nr);
         }
     }
     give_back(s, offs);
