@@ -216,7 +216,7 @@ fn pool_generic(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
 /// is what users of a single image wait for). Same NaN rule.
 fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
     if max && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 {
-        return max_pool_2x2(x, g, y);
+        return lopper_kernels::pool::max_pool_2x2_single(x, g.c, g.h, g.w, y);
     }
     let inv = 1.0 / (g.kh * g.kw) as f32;
     let mut out = y.iter_mut();
@@ -240,24 +240,6 @@ fn pool_single(x: &[f32], g: &Window, y: &mut [f32], max: bool) {
                 if let Some(o) = out.next() {
                     *o = if max { acc } else { acc * inv };
                 }
-            }
-        }
-    }
-}
-
-/// The 2x2, stride-2 max-pool of LeNet and most CNNs, batch 1: two input rows per output row.
-fn max_pool_2x2(x: &[f32], g: &Window, y: &mut [f32]) {
-    for c in 0..g.c {
-        for oy in 0..g.oh {
-            let r0 = &x[(c * g.h + 2 * oy) * g.w..][..2 * g.ow];
-            let r1 = &x[(c * g.h + 2 * oy + 1) * g.w..][..2 * g.ow];
-            let out = &mut y[(c * g.oh + oy) * g.ow..][..g.ow];
-            for ((o, a), b) in out
-                .iter_mut()
-                .zip(r0.chunks_exact(2))
-                .zip(r1.chunks_exact(2))
-            {
-                *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
             }
         }
     }
