@@ -14,7 +14,8 @@ OUT=${2:-/var/cache/lopper/e2e}
 LOPPER=${LOPPER:-${CARGO_TARGET_DIR:-target}/release/lopper}
 mkdir -p "$RUNS" "$OUT"
 cargo build --release -p lopper-cli
-for run in lenet300-dense lenet300-gradual95 lenet5-dense lenet5-gradual95; do
+for run in lenet300-dense lenet300-gradual95 lenet300-gradual95-1x8 lenet5-dense lenet5-gradual95 \
+    lenet5-gradual95-4x1; do
     if [ ! -f "$RUNS/$run/report.json" ]; then
         "$LOPPER" train --recipe "recipes/$run.toml" --out "$RUNS/$run"
     fi
@@ -31,4 +32,15 @@ for m in lenet300 lenet5; do
         python3 bench/peers/lop_vs_ort.py "$OUT/$f.lop" --lopper "$LOPPER" \
             --batch 1,64 --threads 1,2 --json "$OUT/$f.peers.json"
     done
+done
+# Block-pruned recipes (pattern = "1x8" / "4x1"): same files and checks, batch 1 and 64.
+for f in lenet300-gradual95-1x8 lenet5-gradual95-4x1; do
+    "$LOPPER" export "$RUNS/$f" --out "$OUT/$f.lop"
+    "$LOPPER" export "$RUNS/$f" --dtype i8 --out "$OUT/$f-int8.lop"
+    for g in "$f" "$f-int8"; do
+        "$LOPPER" eval "$OUT/$g.lop" --json > "$OUT/$g.eval.json"
+        "$LOPPER" inspect "$OUT/$g.lop" --json > "$OUT/$g.inspect.json"
+    done
+    python3 bench/peers/lop_vs_ort.py "$OUT/$f.lop" --lopper "$LOPPER" \
+        --batch 1,64 --threads 1,2 --json "$OUT/$f.peers.json"
 done
