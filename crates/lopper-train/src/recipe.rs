@@ -164,6 +164,14 @@ pub struct PruningSpec {
     /// SET, RigL, or a one-shot at epoch 0).
     #[serde(default)]
     pub sparse_init: SparseInit,
+    /// SET / RigL: zero the optimiser state (momentum, Adam moments) of regrown weights, so a
+    /// weight kept before does not regrow with a stale second moment (see `prune::regrow_state`).
+    #[serde(default = "yes")]
+    pub reset_regrown: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Scaling of the kept weights when a network is made sparse before its first step.
@@ -230,6 +238,7 @@ impl Default for PruningSpec {
             overrides: BTreeMap::new(),
             pattern: None,
             sparse_init: SparseInit::Dense,
+            reset_regrown: true,
         }
     }
 }

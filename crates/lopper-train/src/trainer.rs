@@ -51,6 +51,8 @@ pub enum TrainError {
         step: usize,
         checkpoint: String,
     },
+    #[error("step {step}: cannot reset the optimiser state of regrown weights: {message}")]
+    RegrowState { step: usize, message: String },
 }
 
 /// What one epoch did.
@@ -436,6 +438,13 @@ fn run<M: Classifier>(
                     step,
                 );
                 let (kept, changed) = updated.compare(&masks);
+                if recipe.pruning.reset_regrown {
+                    let layers = prunable_layers(&model);
+                    let (o, r) =
+                        crate::prune::regrow_state::reset_grown(optim, &layers, &masks, &updated);
+                    optim = o;
+                    r.map_err(|message| TrainError::RegrowState { step, message })?;
+                }
                 masks = updated;
                 model = masks.apply(model);
                 obs.on_regrow(step, fraction, kept, changed);

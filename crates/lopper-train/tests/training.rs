@@ -428,3 +428,67 @@ fn rejects_bad_block_patterns_naming_the_key() {
     assert_eq!(r.pruning.block_pattern(), Some((1, 8)));
     assert_eq!(r.pruning.nm_pattern(), None);
 }
+
+/// Every f32 state tensor of parameter `id` in `optim` (Adam: both moments), via its record.
+fn optimizer_state(optim: &burn::optim::ModuleOptimizer, id: u64) -> Vec<(String, Vec<f32>)> {
+    let bytes = optim.to_record().into_bytes().unwrap();
+    let reader = burn_pack::Reader::from_bytes(bytes).unwrap();
+    let mut out = Vec::new();
+    for t in reader.into_tensors().unwrap() {
+        let (name, dtype, _, param_id, bytes) = t.into_parts().unwrap();
+        if param_id == Some(id) && dtype == burn_pack::DType::F32 {
+            let v = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            out.push((name, v));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn regrown_weights_start_with_zero_optimiser_state() {
+    use lopper_train::prune::regrow_state::reset_grown;
+    let _rng = lopper_train::trainer::rng_guard();
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let mut model = Lenet300::new(&device);
+    let mut optim = burn::optim::AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut rng = lopper_kernels::synth::rng(4);
+    for step in 0..5 {
+        let x = lopper_kernels::synth::random_vec(16 * 784, &mut rng);
+        let y: Vec<i32> = (0..16).map(|i| (i * 3 + step) % 10).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [16, 784]), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [16]), &device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+    }
+    let layers = prunable_layers(&model);
+    let fc2 = layers.iter().find(|l| l.path == "fc2.weight").unwrap();
+    // Entries 0..50 of fc2 were dropped (old mask) and come back (new mask); the rest stay kept.
+    let n = fc2.values.len();
+    let (mut old, mut new) = (Masks::new(), Masks::new());
+    old.insert("fc2.weight", (0..n).map(|i| i >= 50).collect());
+    new.insert("fc2.weight", vec![true; n]);
+    let fc1 = layers.iter().find(|l| l.path == "fc1.weight").unwrap();
+    let fc1_before = optimizer_state(&optim, fc1.id.val());
+    let before = optimizer_state(&optim, fc2.id.val());
+    assert_eq!(before.len(), 2, "Adam keeps two moments");
+    let (optim, zeroed) = reset_grown(optim, &layers, &old, &new);
+    assert_eq!(zeroed, Ok(2 * 50));
+    let after = optimizer_state(&optim, fc2.id.val());
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        assert!(b[..50].iter().any(|v| *v != 0.0), "{name} was zero before");
+        assert!(a[..50].iter().all(|v| *v == 0.0), "{name} not reset");
+        assert_eq!(&a[50..], &b[50..], "{name}: kept entries changed");
+    }
+    // Other parameters are untouched, and an update that grows nothing changes nothing.
+    assert_eq!(optimizer_state(&optim, fc1.id.val()), fc1_before);
+    let (optim, none) = reset_grown(optim, &layers, &new, &new);
+    assert_eq!(none, Ok(0));
+    assert_eq!(optimizer_state(&optim, fc2.id.val()), after);
+}

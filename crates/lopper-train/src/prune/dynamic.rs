@@ -2,11 +2,10 @@
 //! and the optimiser step. Each prunable layer drops the given fraction of its kept weights
 //! with the smallest magnitude and regrows as many elsewhere, at random (SET) or where the
 //! dense gradient is largest (RigL), so its number of kept weights never changes. Regrown
-//! weights start at zero. Their optimiser state is zero only if they were never kept: a weight
-//! kept earlier (or dropped by this very update and regrown, which RigL allows) keeps the
-//! momentum and Adam second moment it had, decayed by the masked steps since (`v` by 0.999 per
-//! step). Resetting that state for regrown entries, as some regrowth-aware optimisers do, would
-//! need per-tensor access to burn 0.22's optimiser record, which is not public; lopper does not.
+//! weights start at zero. A weight kept before (or dropped by this very update and regrown, which
+//! RigL allows) would keep the momentum and Adam second moment it had, decayed by the masked
+//! steps since; with `reset_regrown` (the default) the trainer zeroes that state through
+//! [`super::regrow_state`], so every regrown weight starts like one never kept.
 //!
 //! Layouts are burn's (Linear `[in, out]`, Conv2d `[out, in, kh, kw]`); masks and gradients
 //! are flattened in that order, as everywhere in this crate.

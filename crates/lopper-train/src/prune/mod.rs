@@ -3,6 +3,7 @@
 
 pub mod dynamic;
 pub mod masks;
+pub mod regrow_state;
 pub mod schedule;
 pub mod select;
 
