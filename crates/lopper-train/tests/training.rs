@@ -37,6 +37,25 @@ fn opts(dir: &Path, resume: bool) -> TrainOptions {
     }
 }
 
+/// Gradients of the cross-entropy of `model` on `n` random 28x28 inputs with labels
+/// `(7 i + step) mod 10`.
+fn random_batch_grads(
+    model: &Lenet300,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    n: usize,
+    step: usize,
+    device: &Device,
+) -> GradientsParams {
+    let x = lopper_kernels::synth::random_vec(n * 784, rng);
+    let y: Vec<i32> = (0..n).map(|i| ((i * 7 + step) % 10) as i32).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(x, [n, 784]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(model.forward(x), y);
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
 #[test]
 fn pruned_weights_stay_zero_under_sgd_momentum_and_weight_decay() {
     // Tests run concurrently: keep this initialisation from drawing from the process-wide
@@ -66,15 +85,9 @@ fn pruned_weights_stay_zero_under_sgd_momentum_and_weight_decay() {
         }))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = lopper_kernels::synth::rng(9);
     for step in 0..300 {
-        let x = lopper_kernels::synth::random_vec(32 * 784, &mut rng);
-        let y: Vec<i32> = (0..32).map(|i| (i * 7 + step) % 10).collect();
-        let x = Tensor::<2>::from_data(TensorData::new(x, [32, 784]), &device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [32]), &device);
-        let loss = loss_fn.forward(model.forward(x), y);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = random_batch_grads(&model, &mut rng, 32, step, &device);
         masks.mask_grads(&model, &mut grads);
         model = optim.step(0.05, model, grads);
         model = masks.apply(model);
@@ -456,15 +469,9 @@ fn regrown_weights_start_with_zero_optimiser_state() {
     device.seed(5);
     let mut model = Lenet300::new(&device);
     let mut optim = burn::optim::AdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = lopper_kernels::synth::rng(4);
     for step in 0..5 {
-        let x = lopper_kernels::synth::random_vec(16 * 784, &mut rng);
-        let y: Vec<i32> = (0..16).map(|i| (i * 3 + step) % 10).collect();
-        let x = Tensor::<2>::from_data(TensorData::new(x, [16, 784]), &device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [16]), &device);
-        let loss = loss_fn.forward(model.forward(x), y);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads = random_batch_grads(&model, &mut rng, 16, step, &device);
         model = optim.step(1e-3, model, grads);
     }
     let layers = prunable_layers(&model);

@@ -368,7 +368,7 @@ mod tests {
     use super::*;
     use burn::module::ParamId;
 
-    fn layer(path: &str, values: Vec<f32>) -> LayerInfo {
+    pub(super) fn layer(path: &str, values: Vec<f32>) -> LayerInfo {
         LayerInfo {
             path: path.into(),
             id: ParamId::new(),
@@ -377,7 +377,7 @@ mod tests {
         }
     }
 
-    fn plan(allocation: Allocation) -> PrunePlan {
+    pub(super) fn plan(allocation: Allocation) -> PrunePlan {
         PrunePlan {
             criterion: Criterion::Magnitude,
             allocation,
@@ -464,26 +464,18 @@ mod tests {
 #[cfg(test)]
 mod block_tests {
     use super::*;
-    use burn::module::ParamId;
 
     fn linear(path: &str, fan_in: usize, fan_out: usize, values: Vec<f32>) -> LayerInfo {
         LayerInfo {
-            path: path.into(),
-            id: ParamId::new(),
             shape: vec![fan_in, fan_out],
-            values,
+            ..super::tests::layer(path, values)
         }
     }
 
     fn plan(allocation: Allocation, block: (usize, usize)) -> PrunePlan {
         PrunePlan {
-            criterion: Criterion::Magnitude,
-            allocation,
-            min_density: 0.0,
-            overrides: BTreeMap::new(),
-            seed: 1,
-            pattern: None,
             block: Some(block),
+            ..super::tests::plan(allocation)
         }
     }
 
