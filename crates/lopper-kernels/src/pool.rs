@@ -95,11 +95,11 @@ fn nan_max16(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn single_avx512(x: &[f32], c: usize, h: usize, w: usize, y: &mut [f32]) {
+    use crate::kernels::x86_64::avx512::lanes;
     use std::arch::x86_64::*;
     let (oh, ow) = (h / 2, w / 2);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let lanes = |k: usize| -> u16 { ((1u32 << k.min(16)) - 1) as u16 };
     for ch in 0..c {
         for oy in 0..oh {
             let r0 = &x[(ch * h + 2 * oy) * w..][..2 * ow];
@@ -143,26 +143,8 @@ pub fn max_pool_2x2_single(x: &[f32], c: usize, h: usize, w: usize, y: &mut [f32
         // SAFETY: `selected` only returns ISAs the CPU was detected to support.
         return unsafe { single_avx512(x, c, h, w, y) };
     }
-    single_portable(x, c, h, w, y)
-}
-
-/// The portable batch-1 loop, one output pixel at a time.
-fn single_portable(x: &[f32], c: usize, h: usize, w: usize, y: &mut [f32]) {
-    let (oh, ow) = (h / 2, w / 2);
-    for ch in 0..c {
-        for oy in 0..oh {
-            let r0 = &x[(ch * h + 2 * oy) * w..][..2 * ow];
-            let r1 = &x[(ch * h + 2 * oy + 1) * w..][..2 * ow];
-            let out = &mut y[(ch * oh + oy) * ow..][..ow];
-            for ((o, a), b) in out
-                .iter_mut()
-                .zip(r0.chunks_exact(2))
-                .zip(r1.chunks_exact(2))
-            {
-                *o = nan_max(nan_max(a[0], b[0]), nan_max(a[1], b[1]));
-            }
-        }
-    }
+    // Elsewhere the batched loop at `n = 1`, one output pixel at a time.
+    body(x, c, h, w, 1, y)
 }
 
 /// The plain twin: every output element from its four inputs by index.
@@ -275,7 +257,7 @@ mod tests {
             x[w + 1] = f32::NAN;
             let want = max_pool_2x2_reference(&x, c, h, w, 1);
             let mut a = vec![0.0; want.len()];
-            single_portable(&x, c, h, w, &mut a);
+            body(&x, c, h, w, 1, &mut a);
             assert!(same(&a, &want), "portable {c} {h} {w}");
             #[cfg(target_arch = "x86_64")]
             if Isa::Avx512.available() {
