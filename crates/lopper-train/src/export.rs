@@ -19,6 +19,7 @@ use lopper_model::graph::{InputSpec, Op, Preprocess};
 use lopper_model::{Graph, Model, ModelError, Node};
 use thiserror::Error;
 
+use crate::model::gates::GateInit;
 use crate::model::{BasicBlock, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::structured::ChannelHistory;
 
@@ -303,13 +304,14 @@ pub fn export_checkpoint(
 ) -> Result<Model, ExportError> {
     let device = Device::flex();
     // The random initialisation before loading must not interleave with a training's draws.
+    // Gate candidates start with any `GateInit`: the checkpoint holds the gates' scale.
     let _rng = crate::trainer::rng_guard();
     match zoo {
         ZooModel::Lenet300 => load_any(
             vec![
                 Lenet300::new(&device),
-                Lenet300::with_l0_gates(&device, 0.5),
-                Lenet300::with_l0_weight_gates(&device, 0.5),
+                Lenet300::with_l0_gates(&device, GateInit::new(0.5)),
+                Lenet300::with_l0_weight_gates(&device, GateInit::new(0.5)),
             ],
             checkpoint,
         )?
@@ -317,8 +319,8 @@ pub fn export_checkpoint(
         ZooModel::Lenet5 => load_any(
             vec![
                 Lenet5::new(&device),
-                Lenet5::with_l0_gates(&device, 0.5),
-                Lenet5::with_l0_weight_gates(&device, 0.5),
+                Lenet5::with_l0_gates(&device, GateInit::new(0.5)),
+                Lenet5::with_l0_weight_gates(&device, GateInit::new(0.5)),
             ],
             checkpoint,
         )?

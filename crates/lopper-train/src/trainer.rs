@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
+use crate::model::gates::GateInit;
 use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
 use crate::prune::masks::{is_prunable, measure_sparsity, prunable_layers, SparsityReport};
 use crate::prune::{Masks, PrunePlan};
-use crate::recipe::{L0Gates, L0Weighting, OptimizerSpec, Recipe, RecipeError, SparseInit};
+use crate::recipe::{L0Gates, L0Spec, L0Weighting, OptimizerSpec, Recipe, RecipeError, SparseInit};
 use crate::structured::event::{gamma_l1, prune_event, ShrinkEvent, TaylorData};
 use crate::structured::{channel_count, ChannelHistory, ReplayError};
 
@@ -172,7 +173,10 @@ pub fn train(
     crate::denormals::flush_denormals();
     let device = Device::flex().autodiff();
     device.seed(recipe.seed);
-    let l0 = recipe.l0.as_ref().map(|l| (l.gates, l.droprate_init));
+    let l0 = recipe
+        .l0
+        .as_ref()
+        .map(|l| (l.gates, gate_init(l, &recipe.optimizer)));
     match (recipe.model, l0) {
         (ZooModel::Lenet300, Some((L0Gates::Neurons, p))) => {
             let model = Lenet300::with_l0_gates(&device, p);
@@ -194,6 +198,21 @@ pub fn train(
         (ZooModel::Lenet5, None) => run(Lenet5::new(&device), &device, recipe, data, opts, obs),
         (ZooModel::Resnet8, _) => run(ResNet::new(8, &device), &device, recipe, data, opts, obs),
         (ZooModel::Resnet20, _) => run(ResNet::new(20, &device), &device, recipe, data, opts, obs),
+    }
+}
+
+/// The gates' initialisation for `l0` trained with `opt`: `gate_lr_scale` k becomes the
+/// parametrisation scale s of `log α = s · θ` (see [`crate::model::gates`]). Adam's step on θ
+/// does not depend on the gradient's size, so `log α` moves s times as far: s = k. SGD's step on
+/// θ is lr · s · ∂L/∂log α, so `log α` moves s² times as far: s = √k.
+fn gate_init(l0: &L0Spec, opt: &OptimizerSpec) -> GateInit {
+    let k = l0.gate_lr_scale;
+    GateInit {
+        droprate: l0.droprate_init,
+        param_scale: match opt {
+            OptimizerSpec::Adam { .. } => k,
+            OptimizerSpec::Sgd { .. } => k.sqrt(),
+        },
     }
 }
 

@@ -7,12 +7,11 @@ use common::{burn_logits, input, lop_logits, max_rel_err, meta};
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use lopper_model::runtime::plan::PlanMode;
 use lopper_train::data::mnist;
 use lopper_train::export::Export;
-use lopper_train::model::gates::HardConcrete;
+use lopper_train::model::gates::{GateInit, HardConcrete};
 use lopper_train::model::weight_gates::WeightGates;
 use lopper_train::model::{Classifier, Lenet300, Lenet5};
 use lopper_train::prune::masks::prunable_layers;
@@ -35,12 +34,10 @@ fn mixed_gates(n: usize, seed: u64) -> HardConcrete {
             },
         })
         .collect();
-    HardConcrete {
-        log_alpha: Param::from_tensor(Tensor::<1>::from_data(
-            TensorData::new(v, [n]),
-            &Device::flex(),
-        )),
-    }
+    HardConcrete::from_log_alpha(Tensor::<1>::from_data(
+        TensorData::new(v, [n]),
+        &Device::flex(),
+    ))
 }
 
 fn survivors(g: &HardConcrete) -> usize {
@@ -76,7 +73,7 @@ fn check_shrink<M: Classifier + Export>(gated: M, expect_widths: Vec<usize>, wha
 #[test]
 fn shrinking_zero_gated_neurons_keeps_lenet300_outputs() {
     let device = Device::flex();
-    let mut m = Lenet300::with_l0_gates(&device, 0.5);
+    let mut m = Lenet300::with_l0_gates(&device, GateInit::new(0.5));
     let g = m.gates.as_mut().unwrap();
     g.h1 = mixed_gates(300, 1);
     g.h2 = mixed_gates(100, 2);
@@ -88,7 +85,7 @@ fn shrinking_zero_gated_neurons_keeps_lenet300_outputs() {
 #[test]
 fn shrinking_zero_gated_channels_keeps_lenet5_outputs() {
     let device = Device::flex();
-    let mut m = Lenet5::with_l0_gates(&device, 0.5);
+    let mut m = Lenet5::with_l0_gates(&device, GateInit::new(0.5));
     let g = m.gates.as_mut().unwrap();
     g.c1 = mixed_gates(20, 3);
     g.c2 = mixed_gates(50, 4);
@@ -101,14 +98,12 @@ fn shrinking_zero_gated_channels_keeps_lenet5_outputs() {
 #[test]
 fn a_layer_whose_gates_are_all_zero_keeps_one_silent_unit() {
     let device = Device::flex();
-    let mut m = Lenet300::with_l0_gates(&device, 0.5);
+    let mut m = Lenet300::with_l0_gates(&device, GateInit::new(0.5));
     let g = m.gates.as_mut().unwrap();
-    g.h2 = HardConcrete {
-        log_alpha: Param::from_tensor(Tensor::<1>::from_data(
-            TensorData::new(vec![-8.0f32; 100], [100]),
-            &device,
-        )),
-    };
+    g.h2 = HardConcrete::from_log_alpha(Tensor::<1>::from_data(
+        TensorData::new(vec![-8.0f32; 100], [100]),
+        &device,
+    ));
     let small = m.shrunk();
     assert_eq!(small.widths()[2], 1);
     let x = input(3, 2);
@@ -244,13 +239,13 @@ fn closed(g: &WeightGates) -> usize {
 #[test]
 fn folding_weight_gates_keeps_lenet_outputs() {
     let device = Device::flex();
-    let mut m = Lenet300::with_l0_weight_gates(&device, 0.5);
+    let mut m = Lenet300::with_l0_weight_gates(&device, GateInit::new(0.5));
     let g = mixed_weight_gates(&[784 * 300, 300 * 100, 100 * 10], 7);
     let c = closed(&g);
     assert!(c > 0);
     m.weight_gates = Some(g);
     check_weight_fold(m, c, "lenet300 weight gates");
-    let mut m = Lenet5::with_l0_weight_gates(&device, 0.5);
+    let mut m = Lenet5::with_l0_weight_gates(&device, GateInit::new(0.5));
     let g = mixed_weight_gates(&[20 * 25, 50 * 20 * 25, 800 * 500, 500 * 10], 8);
     let c = closed(&g);
     m.weight_gates = Some(g);

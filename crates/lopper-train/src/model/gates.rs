@@ -9,10 +9,19 @@
 //! contributes nothing and is removed by the model's shrink. The penalty is the expected number
 //! of gates that are not zero, `P(z ≠ 0) = sigmoid(log α − β ln(−γ / ζ))`, weighted by the number
 //! of parameters each gate removes.
+//!
+//! The trained parameter is `θ = log α / s` with a fixed, persisted scale `s`
+//! ([`GateInit::param_scale`]). With Adam, whose step does not depend on the gradient's scale,
+//! `log α` then moves `s` times as far per step as the weights do: a learning-rate multiplier for
+//! the gates alone (burn 0.22's optimisers take one learning rate per module). Why it matters:
+//! with one learning rate for everything, 20 epochs of Adam move `log α` by about 4 in total, just
+//! the distance from a 20 % drop rate to a closed gate, so which gates close is decided by a race
+//! against the learning rate rather than by the penalty's balance with the loss (measured on
+//! LeNet-300-100: λ acted as a cliff, and gates never closed on a network trained dense first).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 /// Temperature β of the concrete distribution.
 pub const BETA: f64 = 2.0 / 3.0;
@@ -23,29 +32,68 @@ pub const ZETA: f64 = 1.1;
 /// `u` is drawn from `[EPS, 1 − EPS)` so that `ln u` and `ln(1 − u)` stay finite.
 const EPS: f64 = 1e-6;
 
+/// How new gates start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateInit {
+    /// Initial probability that a gate is off, `1 − sigmoid(log α)`.
+    pub droprate: f64,
+    /// `s` in `log α = s · θ` (see the module docs); 1 trains `log α` directly.
+    pub param_scale: f64,
+}
+
+impl GateInit {
+    /// Gates dropped with probability `droprate` at first, trained directly (`s = 1`).
+    pub fn new(droprate: f64) -> Self {
+        Self {
+            droprate,
+            param_scale: 1.0,
+        }
+    }
+}
+
 /// A vector of hard-concrete gates, one per unit.
 #[derive(Module, Debug)]
 pub struct HardConcrete {
-    /// `log α`, one per unit `[n]`.
-    pub log_alpha: Param<Tensor<1>>,
+    /// `θ = log α / s`, one per unit `[n]`: the trained parameter.
+    pub theta: Param<Tensor<1>>,
+    /// `[s]`: stored with the checkpoint so that a loaded model reads its gates as trained;
+    /// never trained.
+    pub scale: Param<Tensor<1>>,
 }
 
 impl HardConcrete {
     /// `n` gates whose initial probability of being dropped (`1 − sigmoid(log α)`) is
-    /// `droprate_init`, with the paper's small N(·, 0.01) jitter so that units do not move in
-    /// lockstep.
-    pub fn new(n: usize, droprate_init: f64, device: &Device) -> Self {
-        let p = droprate_init.clamp(1e-3, 1.0 - 1e-3);
+    /// `init.droprate`, with the paper's small N(·, 0.01) jitter on `log α` so that units do not
+    /// move in lockstep.
+    pub fn new(n: usize, init: GateInit, device: &Device) -> Self {
+        let p = init.droprate.clamp(1e-3, 1.0 - 1e-3);
         let mean = ((1.0 - p) / p).ln();
-        let log_alpha = Tensor::<1>::random([n], Distribution::Normal(mean, 1e-2), device);
+        let s = init.param_scale;
+        let theta = Tensor::<1>::random([n], Distribution::Normal(mean / s, 1e-2 / s), device);
+        Self::from_theta(theta, s)
+    }
+
+    /// Gates with the given `log α` values `[n]` and `s = 1`.
+    pub fn from_log_alpha(log_alpha: Tensor<1>) -> Self {
+        Self::from_theta(log_alpha, 1.0)
+    }
+
+    fn from_theta(theta: Tensor<1>, s: f64) -> Self {
+        let scale = Tensor::<1>::from_data(TensorData::new(vec![s as f32], [1]), &theta.device());
         Self {
-            log_alpha: Param::from_tensor(log_alpha),
+            theta: Param::from_tensor(theta),
+            scale: Param::from_tensor(scale).set_require_grad(false),
         }
+    }
+
+    /// `log α = s · θ` `[n]`, differentiable in `θ`.
+    pub fn log_alpha(&self) -> Tensor<1> {
+        self.theta.val() * self.scale.val().detach()
     }
 
     /// Training gates `[rows, n]`: an independent draw for every row (example).
     pub fn sample(&self, rows: usize) -> Tensor<2> {
-        let la = self.log_alpha.val();
+        let la = self.log_alpha();
         let n = la.dims()[0];
         let u = Tensor::<2>::random(
             [rows, n],
@@ -61,13 +109,13 @@ impl HardConcrete {
     /// fixed), and graph nodes that no backward pass consumes would pile up in burn's autodiff
     /// bookkeeping and slow every later step.
     pub fn deterministic(&self) -> Tensor<1> {
-        stretch(sigmoid(self.log_alpha.val().detach()))
+        stretch(sigmoid(self.log_alpha().detach()))
     }
 
     /// `P(z ≠ 0)` per gate `[n]`, differentiable in `log α`.
     pub fn prob_nonzero(&self) -> Tensor<1> {
         let shift = BETA * (-GAMMA / ZETA).ln();
-        sigmoid(self.log_alpha.val() - shift)
+        sigmoid(self.log_alpha() - shift)
     }
 
     /// The deterministic gates as plain numbers.
@@ -103,9 +151,7 @@ mod tests {
             burn::tensor::TensorData::new(log_alpha.to_vec(), [log_alpha.len()]),
             &device,
         );
-        HardConcrete {
-            log_alpha: Param::from_tensor(t),
-        }
+        HardConcrete::from_log_alpha(t)
     }
 
     #[test]
@@ -167,11 +213,57 @@ mod tests {
     }
 
     #[test]
+    fn param_scale_multiplies_the_adam_step_of_log_alpha() {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let device = Device::flex().autodiff();
+        let step = |s: f64| {
+            device.seed(3);
+            let init = GateInit {
+                droprate: 0.3,
+                param_scale: s,
+            };
+            let g = HardConcrete::new(6, init, &device);
+            let before = vec1(g.log_alpha());
+            let grads = GradientsParams::from_grads(g.prob_nonzero().sum().backward(), &g);
+            let g = AdamConfig::new().init().step(1e-2, g, grads);
+            let after = vec1(g.log_alpha());
+            before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| b - a)
+                .collect::<Vec<f32>>()
+        };
+        let (plain, scaled) = (step(1.0), step(10.0));
+        for (p, s) in plain.iter().zip(&scaled) {
+            // Adam's first step is lr · sign(g): 0.01 on θ, so 0.01 and 0.1 on log α.
+            assert!((p - 1e-2).abs() < 1e-4, "{p}");
+            assert!((s - 1e-1).abs() < 1e-3, "{s}");
+        }
+    }
+
+    #[test]
+    fn the_scale_travels_with_the_record() {
+        let device = Device::flex();
+        device.seed(5);
+        let init = GateInit {
+            droprate: 0.2,
+            param_scale: 10.0,
+        };
+        let trained = HardConcrete::new(8, init, &device);
+        let loaded = HardConcrete::new(8, GateInit::new(0.5), &device)
+            .load_record(trained.clone().into_record());
+        assert_eq!(vec1(loaded.log_alpha()), vec1(trained.log_alpha()));
+        assert_eq!(loaded.values(), trained.values());
+        let mean = vec1(trained.log_alpha()).iter().sum::<f32>() / 8.0;
+        assert!((mean - 4.0f32.ln()).abs() < 0.05, "{mean}");
+    }
+
+    #[test]
     fn initial_drop_rate_is_honoured() {
         let device = Device::flex();
         device.seed(1);
-        let g = HardConcrete::new(1000, 0.2, &device);
-        let a = vec1(g.log_alpha.val());
+        let g = HardConcrete::new(1000, GateInit::new(0.2), &device);
+        let a = vec1(g.log_alpha());
         let mean = a.iter().sum::<f32>() / a.len() as f32;
         assert!((mean - 4.0f32.ln()).abs() < 0.01, "{mean}");
     }

@@ -18,7 +18,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::gates::{surviving, HardConcrete};
+use super::gates::{surviving, GateInit, HardConcrete};
 use super::shrink::{
     conv_inputs, conv_keep, conv_outputs, flattened, linear_inputs, linear_keep, linear_outputs,
 };
@@ -57,22 +57,20 @@ impl Lenet300 {
         }
     }
 
-    /// With a hard-concrete gate on every weight, each initially dropped with probability
-    /// `droprate_init`.
-    pub fn with_l0_weight_gates(device: &Device, droprate_init: f64) -> Self {
+    /// With a hard-concrete gate on every weight, started as `init` says.
+    pub fn with_l0_weight_gates(device: &Device, init: GateInit) -> Self {
         let mut m = Self::new(device);
         let sizes = [&m.fc1, &m.fc2, &m.fc3].map(|l| linear_dims(l).iter().product());
-        m.weight_gates = Some(WeightGates::new(&sizes, droprate_init, device));
+        m.weight_gates = Some(WeightGates::new(&sizes, init, device));
         m
     }
 
-    /// With a hard-concrete gate on every hidden neuron, each initially dropped with
-    /// probability `droprate_init`.
-    pub fn with_l0_gates(device: &Device, droprate_init: f64) -> Self {
+    /// With a hard-concrete gate on every hidden neuron, started as `init` says.
+    pub fn with_l0_gates(device: &Device, init: GateInit) -> Self {
         let mut m = Self::new(device);
         m.gates = Some(Lenet300Gates {
-            h1: HardConcrete::new(300, droprate_init, device),
-            h2: HardConcrete::new(100, droprate_init, device),
+            h1: HardConcrete::new(300, init, device),
+            h2: HardConcrete::new(100, init, device),
         });
         m
     }
@@ -298,25 +296,23 @@ impl Lenet5 {
         }
     }
 
-    /// With a hard-concrete gate on every weight, each initially dropped with probability
-    /// `droprate_init`.
-    pub fn with_l0_weight_gates(device: &Device, droprate_init: f64) -> Self {
+    /// With a hard-concrete gate on every weight, started as `init` says.
+    pub fn with_l0_weight_gates(device: &Device, init: GateInit) -> Self {
         let mut m = Self::new(device);
         let conv = |c: &Conv2d| conv_dims(c).iter().product::<usize>();
         let lin = |l: &Linear| linear_dims(l).iter().product::<usize>();
         let sizes = [conv(&m.conv1), conv(&m.conv2), lin(&m.fc1), lin(&m.fc2)];
-        m.weight_gates = Some(WeightGates::new(&sizes, droprate_init, device));
+        m.weight_gates = Some(WeightGates::new(&sizes, init, device));
         m
     }
 
-    /// With a hard-concrete gate on every channel and hidden neuron, each initially dropped with
-    /// probability `droprate_init`.
-    pub fn with_l0_gates(device: &Device, droprate_init: f64) -> Self {
+    /// With a hard-concrete gate on every channel and hidden neuron, started as `init` says.
+    pub fn with_l0_gates(device: &Device, init: GateInit) -> Self {
         let mut m = Self::new(device);
         m.gates = Some(Lenet5Gates {
-            c1: HardConcrete::new(20, droprate_init, device),
-            c2: HardConcrete::new(50, droprate_init, device),
-            f1: HardConcrete::new(500, droprate_init, device),
+            c1: HardConcrete::new(20, init, device),
+            c2: HardConcrete::new(50, init, device),
+            f1: HardConcrete::new(500, init, device),
         });
         m
     }

@@ -19,7 +19,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::floats;
-use super::gates::HardConcrete;
+use super::gates::{GateInit, HardConcrete};
 
 /// One gate per weight of each gated layer, in the model's layer order.
 #[derive(Module, Debug)]
@@ -28,12 +28,12 @@ pub struct WeightGates {
 }
 
 impl WeightGates {
-    /// Gates for layers with `sizes` weights each, initially dropped with `droprate_init`.
-    pub fn new(sizes: &[usize], droprate_init: f64, device: &Device) -> Self {
+    /// Gates for layers with `sizes` weights each, started as `init` says.
+    pub fn new(sizes: &[usize], init: GateInit, device: &Device) -> Self {
         Self {
             layers: sizes
                 .iter()
-                .map(|&n| HardConcrete::new(n, droprate_init, device))
+                .map(|&n| HardConcrete::new(n, init, device))
                 .collect(),
         }
     }
