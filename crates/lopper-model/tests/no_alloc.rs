@@ -1,4 +1,9 @@
 //! After warm-up, a single-threaded inference allocates nothing: every buffer is preallocated.
+//! The one exception is the dense GEMM of the `gemm` crate (kernel `f32_spmm_dense_gemm`), which
+//! allocates its packing buffers inside every call (gemm-common 0.18: a `MemBuffer` and the
+//! `did_pack_lhs` flags, at most two) and has no API to pass them in. The planner picks it when
+//! it measures fastest; on AVX2 it is the only vectorised dense GEMM, so the test allows exactly
+//! those calls' allocations and no others.
 //! (This test binary has its own counting allocator, so it holds this one test only.)
 
 mod common;
@@ -57,11 +62,20 @@ fn inference_allocates_nothing_after_warm_up() {
                 std::hint::black_box(ex.run(&input).unwrap());
             }
             let after = ALLOCS.load(Ordering::SeqCst);
-            assert_eq!(
+            let gemm_layers = plan
+                .layers
+                .iter()
+                .filter(|l| l.kernel == "f32_spmm_dense_gemm")
+                .count();
+            let calls_per_run = batch.div_ceil(plan.sub_batch().clamp(1, batch));
+            let allowed = 2 * gemm_layers * calls_per_run * 20;
+            assert!(
+                after - before <= allowed,
+                "{} batch {batch}: {} allocations in 20 inferences, {allowed} allowed for the \
+                 gemm crate's calls; plan {:?}",
+                model.graph.name,
                 after - before,
-                0,
-                "{} batch {batch}: allocations during inference",
-                model.graph.name
+                plan.layers
             );
         }
     }
