@@ -267,3 +267,39 @@ fn rejects_empty_calibration() {
         .to_string();
     assert!(e.contains("outside [0, 1)"), "{e}");
 }
+
+#[test]
+fn verified_plan_is_per_layer_or_all_dense_and_embeds_alike() {
+    use lopper_model::oneshot::{prune_bert, Method, PruneOptions, Target};
+
+    let bert = import::from_folder(&model_dir()).unwrap();
+    let probe = runner(bert.clone(), 1);
+    let text = sentences("eval.txt", 8);
+    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+    let enc = probe.encode(&refs).unwrap();
+    let opts = PruneOptions::new(Method::Magnitude, Target::Unstructured(0.9));
+    let (pruned, _) = prune_bert(bert, &enc, &opts, &mut |_| {}).unwrap();
+    let want = runner(pruned.clone(), 1).embed(&enc).unwrap();
+    for threads in [1, 2] {
+        let plan = BertPlan::make_verified(&pruned, enc.tokens(), threads).unwrap();
+        // At 90 % the per-layer plan puts some Linear on a sparse kernel, so the check ran.
+        let names: Vec<&str> = plan.end_to_end_ns.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["per-layer", "dense"], "{threads} thread(s)");
+        assert!(plan.end_to_end_ns.iter().all(|(_, ns)| *ns > 0.0));
+        match plan.chosen.as_str() {
+            "dense" => assert!(plan.layers.iter().all(|l| l.format == "dense")),
+            "per-layer" => assert!(plan.layers.iter().any(|l| l.format != "dense")),
+            other => panic!("chosen = {other}"),
+        }
+        let got = BertRunner::new(pruned.clone(), &plan)
+            .unwrap()
+            .embed(&enc)
+            .unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{threads} thread(s): {worst}");
+    }
+}

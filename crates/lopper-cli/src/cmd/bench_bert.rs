@@ -34,6 +34,9 @@ pub struct BertRecord {
     pub sparse_plan: std::collections::BTreeMap<String, usize>,
     /// `kernel xPARTS -> number of Linear layers` in the sparse plan.
     pub sparse_kernels: std::collections::BTreeMap<String, usize>,
+    /// Which plan the sparse model ran: `per-layer`, or `dense` when every Linear on dense
+    /// kernels ran a whole pass faster (`BertPlan::make_verified`).
+    pub sparse_plan_chosen: String,
     pub rounds: usize,
     pub cpu: String,
     pub date: String,
@@ -89,7 +92,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
     for &t in &threads {
         for &b in &batches {
             let tokens = b * seq;
-            let sparse_plan = BertPlan::make(&bert, tokens, t, PlanMode::Measured)?;
+            let sparse_plan = BertPlan::make_verified(&bert, tokens, t)?;
             let dense_plan = BertPlan::make(&dense, tokens, t, PlanMode::Dense)?;
             let mut runners = [
                 BertRunner::new(dense.clone(), &dense_plan)?,
@@ -155,6 +158,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                 dense_file_bytes,
                 sparse_plan: plan,
                 sparse_kernels: kernels,
+                sparse_plan_chosen: sparse_plan.chosen.clone(),
                 rounds,
                 cpu: cpu_model(),
                 date: utc_date(),
@@ -175,7 +179,11 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                     dense_ns / 1e6,
                     sparse_ns / 1e6,
                     rec.speedup,
-                    p.join(", ")
+                    if rec.sparse_plan_chosen == "dense" {
+                        format!("{} (all dense ran a whole pass faster)", p.join(", "))
+                    } else {
+                        p.join(", ")
+                    }
                 );
             }
             records.push(rec);

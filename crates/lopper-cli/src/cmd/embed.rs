@@ -10,7 +10,6 @@ use anyhow::Context;
 use clap::Args;
 use lopper_model::bert::file::load;
 use lopper_model::bert::{Bert, BertPlan, BertRunner};
-use lopper_model::PlanMode;
 use serde::Serialize;
 
 #[derive(Args, Debug)]
@@ -79,9 +78,10 @@ pub fn embed_all(
     Ok(out)
 }
 
-/// A runner for `bert` with every Linear planned by measurement at about `tokens` columns.
+/// A runner for `bert` with every Linear planned by measurement at about `tokens` columns, the
+/// plan checked over whole passes against all-dense kernels.
 pub fn planned_runner(bert: Bert, tokens: usize, threads: usize) -> anyhow::Result<BertRunner> {
-    let plan = BertPlan::make(&bert, tokens.max(1), threads, PlanMode::Measured)?;
+    let plan = BertPlan::make_verified(&bert, tokens.max(1), threads)?;
     Ok(BertRunner::new(bert, &plan)?)
 }
 

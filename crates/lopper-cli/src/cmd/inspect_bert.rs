@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use lopper_model::bert::file::load;
 use lopper_model::bert::BertPlan;
-use lopper_model::PlanMode;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -35,6 +34,10 @@ struct EncoderInspection {
     linear_nonzero: usize,
     plan_tokens: usize,
     plan_threads: usize,
+    /// `per-layer`, or `dense` when the all-dense plan ran a whole pass faster.
+    plan_chosen: String,
+    /// Median ns of a whole pass per candidate plan (empty when the plan is all dense anyway).
+    plan_end_to_end_ns: Vec<(String, f64)>,
     layers: Vec<LinearRow>,
 }
 
@@ -47,7 +50,7 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let (bert, notes) = load(path)?;
     let tokens = batch.max(1) * seq.max(1);
-    let plan = BertPlan::make(&bert, tokens, threads.max(1), PlanMode::Measured)?;
+    let plan = BertPlan::make_verified(&bert, tokens, threads.max(1))?;
     let mut layers = Vec::new();
     for ((name, lin), choice) in bert.linears().into_iter().zip(&plan.layers) {
         let d = lin.w.to_dense();
@@ -76,6 +79,8 @@ pub fn run(
         linear_nonzero: nnz,
         plan_tokens: tokens,
         plan_threads: threads,
+        plan_chosen: plan.chosen.clone(),
+        plan_end_to_end_ns: plan.end_to_end_ns.clone(),
         layers,
     };
     if json {
@@ -106,6 +111,18 @@ pub fn run(
         tokens,
         threads
     );
+    if !out.plan_end_to_end_ns.is_empty() {
+        let times: Vec<String> = out
+            .plan_end_to_end_ns
+            .iter()
+            .map(|(k, ns)| format!("{k} {:.2} ms", ns / 1e6))
+            .collect();
+        println!(
+            "  whole pass: {}; runs {}",
+            times.join(", "),
+            out.plan_chosen
+        );
+    }
     println!(
         "{:<42} {:>10} {:>8} {:>8} {:>10}  {:<10} {:>9}  kernel",
         "linear", "shape", "stored", "density", "bytes", "planned", "us"

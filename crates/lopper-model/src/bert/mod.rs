@@ -15,6 +15,7 @@ pub mod file;
 pub mod import;
 pub mod ops;
 pub mod runtime;
+pub mod verify;
 
 use lopper_kernels::WeightMatrix;
 

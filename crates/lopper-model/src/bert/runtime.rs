@@ -86,6 +86,13 @@ pub struct BertPlan {
     pub threads: usize,
     pub isa: String,
     pub layers: Vec<LinearChoice>,
+    /// `per-layer`, or `dense` when [`BertPlan::make_verified`] timed the all-dense plan faster
+    /// over a whole forward pass.
+    #[serde(default)]
+    pub chosen: String,
+    /// Median nanoseconds of a whole forward pass per candidate plan, when verified.
+    #[serde(default)]
+    pub end_to_end_ns: Vec<(String, f64)>,
 }
 
 impl BertPlan {
@@ -178,6 +185,8 @@ impl BertPlan {
             threads,
             isa: isa.name().to_string(),
             layers,
+            chosen: "per-layer".into(),
+            end_to_end_ns: Vec::new(),
         })
     }
 }
