@@ -501,9 +501,18 @@ fn run<M: Classifier>(
         // A schedule event at the step after the last one prunes the trained model with no
         // fine-tuning (one-shot at `epoch = epochs`): the control that shows what fine-tuning buys.
         // The pruned model is checkpointed, so exports see it; a resumed run does not prune twice.
-        if let Some(target) = schedule.target_at(recipe.epochs * spe, spe) {
-            let layers = prunable_layers(&model);
-            masks = plan.masks(&layers, &masks, target, final_target, state.prune_events);
+        // A periodic schedule whose last event falls there after reaching its target would
+        // change nothing, and is not recorded as an extra epoch.
+        let end_event = schedule
+            .target_at(recipe.epochs * spe, spe)
+            .and_then(|target| {
+                let layers = prunable_layers(&model);
+                let updated = plan.masks(&layers, &masks, target, final_target, state.prune_events);
+                let (_, changed) = updated.compare(&masks);
+                (masks.is_empty() || changed > 0).then_some((target, updated))
+            });
+        if let Some((target, updated)) = end_event {
+            masks = updated;
             model = masks.apply(model);
             obs.on_prune(recipe.epochs * spe, target);
             let last_loss = state.history.last().map_or(0.0, |r| r.train_loss);

@@ -197,6 +197,60 @@ fn short_l0_training_removes_neurons_and_exports_the_shrunk_net() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+#[test]
+fn scaled_gates_survive_checkpoint_export_and_resume() {
+    // A run stopped inside the gate phase leaves a checkpoint with gates (θ and the scale s);
+    // the exporter must read log α = s·θ as trained, or the exported network would keep other
+    // units than the gated one evaluated.
+    let dir = mnist::locate(None).unwrap_or_else(|e| panic!("{e}"));
+    let data = mnist::load(&dir).unwrap();
+    let text = L0_SHORT
+        .replace(
+            "droprate_init = 0.9",
+            "droprate_init = 0.5\ngate_lr_scale = 10",
+        )
+        .replace("lambda = 0.05", "lambda = 0.02");
+    let recipe = Recipe::parse(Path::new("l0.toml"), &text).unwrap();
+    let out: PathBuf =
+        std::env::temp_dir().join(format!("lopper-l0-scaled-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let opts = TrainOptions {
+        out_dir: out.clone(),
+        recipe_path: PathBuf::from("l0.toml"),
+        resume: false,
+        test_limit: 2000,
+        stop_after: Some(1),
+    };
+    let s = train(&recipe, &data, &opts, &mut Silent).unwrap();
+    let widths = s.history[0].widths.clone().unwrap();
+    // Ten times the gates' learning rate closes units within one epoch at this λ.
+    assert!(widths[1] + widths[2] < 400, "{widths:?}");
+    let model = lopper_train::export::export_checkpoint(
+        lopper_train::model::ZooModel::Lenet300,
+        &s.checkpoint,
+        &meta("l0-scaled"),
+    )
+    .unwrap();
+    assert_eq!(model.macs().0, s.shrunk.as_ref().unwrap().dense_macs);
+    let k = s.shrunk.unwrap();
+    assert_eq!(k.widths, widths);
+    // The exporter built its candidate with s = 1, so only the scale stored in the checkpoint
+    // can make its network the trained one. A resumed run loads the same way and goes on.
+    let r = train(
+        &recipe,
+        &data,
+        &TrainOptions {
+            resume: true,
+            stop_after: Some(1),
+            ..opts
+        },
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(r.history.len(), 2);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Weight gates with the same mix as [`mixed_gates`], one layer per size.
 fn mixed_weight_gates(sizes: &[usize], seed: u64) -> WeightGates {
     WeightGates {

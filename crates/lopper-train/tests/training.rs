@@ -273,6 +273,39 @@ fn pruning_after_the_last_epoch_is_checkpointed_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_periodic_event_after_the_target_adds_no_record() {
+    // Every epoch from epoch 1, 60 % of the remaining weights: 60 % after epoch 1, then the
+    // 80 % target at epoch 2; the event the schedule places at the step after the last epoch
+    // changes no mask.
+    let data = dataset();
+    let text = "model = \"lenet300\"\nepochs = 3\ntrain_limit = 2000\n[pruning]\nschedule = { kind = \"periodic\", rate = 0.6, every = 1, start = 1, target = 0.8 }\n";
+    let recipe = Recipe::parse(Path::new("test.toml"), text).unwrap();
+    let dir = out_dir("periodic-end");
+    let mut seen = Pruned::default();
+    let a = train(&recipe, &data, &opts(&dir, false), &mut seen).unwrap();
+    assert_eq!(a.history.len(), 3, "one record per epoch");
+    assert!(
+        (a.sparsity.sparsity - 0.8).abs() < 1e-3,
+        "{}",
+        a.sparsity.sparsity
+    );
+    assert_eq!(seen.targets.len(), 2, "{:?}", seen.targets);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Records prune events.
+#[derive(Default)]
+struct Pruned {
+    targets: Vec<(usize, f64)>,
+}
+
+impl lopper_train::trainer::Observer for Pruned {
+    fn on_prune(&mut self, step: usize, target: f64) {
+        self.targets.push((step, target));
+    }
+}
+
 /// Records SET/RigL updates.
 #[derive(Default)]
 struct Regrowth {

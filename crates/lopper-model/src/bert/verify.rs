@@ -86,3 +86,22 @@ fn time_interleaved<const N: usize>(
         ts[ts.len() / 2]
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_ids_stay_inside_small_vocabularies() {
+        for vocab in [1, 2, 10, 999, 1000, 1001, 2000, 30522] {
+            let e = Encoded::synthetic(2, 64, vocab);
+            assert_eq!(e.tokens(), 128);
+            assert!(e.ids.iter().all(|&i| (i as usize) < vocab), "vocab {vocab}");
+        }
+        // Large vocabularies keep away from BERT's special and unused ids.
+        assert!(Encoded::synthetic(1, 128, 30522)
+            .ids
+            .iter()
+            .all(|&i| i >= 1000));
+    }
+}

@@ -1,8 +1,8 @@
 //! Hard-concrete gates for L0 regularisation (Louizos, Welling & Kingma 2018, "Learning Sparse
 //! Neural Networks through L0 Regularization"), with the paper's β = 2/3, γ = −0.1, ζ = 1.1.
 //!
-//! One gate per unit (a neuron, or a channel of a convolution's output): its learned parameter is
-//! `log α`. In training, every example draws its own gate
+//! One gate per unit (a neuron, or a channel of a convolution's output), with parameter `log α`
+//! (stored scaled, see below). In training, every example draws its own gate
 //! `z = clamp(sigmoid((ln u − ln(1 − u) + log α) / β) · (ζ − γ) + γ, 0, 1)`, `u ~ U(0, 1)`, so the
 //! gate is exactly 0 or 1 with positive probability and differentiable in between. At evaluation
 //! the gate is deterministic, `ẑ = clamp(sigmoid(log α) · (ζ − γ) + γ, 0, 1)`; a unit with `ẑ = 0`
@@ -13,11 +13,15 @@
 //! The trained parameter is `θ = log α / s` with a fixed, persisted scale `s`
 //! ([`GateInit::param_scale`]). With Adam, whose step does not depend on the gradient's scale,
 //! `log α` then moves `s` times as far per step as the weights do: a learning-rate multiplier for
-//! the gates alone (burn 0.22's optimisers take one learning rate per module). Why it matters:
-//! with one learning rate for everything, 20 epochs of Adam move `log α` by about 4 in total, just
-//! the distance from a 20 % drop rate to a closed gate, so which gates close is decided by a race
-//! against the learning rate rather than by the penalty's balance with the loss (measured on
-//! LeNet-300-100: λ acted as a cliff, and gates never closed on a network trained dense first).
+//! the gates alone. burn could also give the gates a parameter group of their own
+//! (`ModuleLearningRate`); the reparametrisation was chosen because the scale travels with the
+//! gates in every checkpoint (export and resume read them as trained), the trainer's schedule
+//! stays one number, and SGD gets the same multiplier with `s = √k`. The one difference from a
+//! parameter group is weight decay, which acts on θ, not on `log α`. Why the multiplier matters:
+//! with the shared rate under a cosine schedule, Adam moves `log α` by at most about 3.8 over the
+//! first 10 epochs of a 20-epoch run, about the distance from a 20 % drop rate (`log α` = 1.39) to
+//! a closed gate (−2.40), so which gates close is decided by that race rather than by the
+//! balance of penalty and loss (measured on LeNet-300-100: docs/perf/accuracy.md).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
@@ -31,6 +35,10 @@ pub const GAMMA: f64 = -0.1;
 pub const ZETA: f64 = 1.1;
 /// `u` is drawn from `[EPS, 1 − EPS)` so that `ln u` and `ln(1 − u)` stay finite.
 const EPS: f64 = 1e-6;
+
+/// The range of [`GateInit::param_scale`] (and of `gate_lr_scale`, whose square root SGD uses).
+pub const MIN_SCALE: f64 = 1e-3;
+pub const MAX_SCALE: f64 = 1e3;
 
 /// How new gates start.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,7 +76,9 @@ impl HardConcrete {
     pub fn new(n: usize, init: GateInit, device: &Device) -> Self {
         let p = init.droprate.clamp(1e-3, 1.0 - 1e-3);
         let mean = ((1.0 - p) / p).ln();
-        let s = init.param_scale;
+        // Recipes keep the scale in [MIN_SCALE, MAX_SCALE]; the clamp only guards other callers
+        // against an infinite or zero jitter.
+        let s = init.param_scale.clamp(MIN_SCALE, MAX_SCALE);
         let theta = Tensor::<1>::random([n], Distribution::Normal(mean / s, 1e-2 / s), device);
         Self::from_theta(theta, s)
     }
@@ -109,10 +119,12 @@ impl HardConcrete {
     /// fixed), and graph nodes that no backward pass consumes would pile up in burn's autodiff
     /// bookkeeping and slow every later step.
     pub fn deterministic(&self) -> Tensor<1> {
-        stretch(sigmoid(self.log_alpha().detach()))
+        stretch(sigmoid(
+            self.theta.val().detach() * self.scale.val().detach(),
+        ))
     }
 
-    /// `P(z ≠ 0)` per gate `[n]`, differentiable in `log α`.
+    /// `P(z ≠ 0)` per gate `[n]`, differentiable in θ.
     pub fn prob_nonzero(&self) -> Tensor<1> {
         let shift = BETA * (-GAMMA / ZETA).ln();
         sigmoid(self.log_alpha() - shift)

@@ -105,7 +105,7 @@ fn parses_l0_and_rejects_bad_l0() {
     );
     let r = parse(&format!("{base}lambda = 0.1\ngate_lr_scale = 10\n")).unwrap();
     assert_eq!(r.l0.unwrap().gate_lr_scale, 10.0);
-    for bad_scale in ["0", "-2", "nan"] {
+    for bad_scale in ["0", "-2", "nan", "1e-320", "1e9"] {
         let e = parse(&format!(
             "{base}lambda = 0.1\ngate_lr_scale = {bad_scale}\n"
         ))
