@@ -127,20 +127,26 @@ droprate_init = 0.9
 finetune_epochs = 1
 "#;
 
+/// Options for a fresh run in an empty temporary folder `lopper-NAME-PID`, 2 000 test images.
+fn run_options(name: &str) -> TrainOptions {
+    let out = std::env::temp_dir().join(format!("lopper-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    TrainOptions {
+        out_dir: out,
+        recipe_path: PathBuf::from(format!("{name}.toml")),
+        resume: false,
+        test_limit: 2000,
+        stop_after: None,
+    }
+}
+
 #[test]
 fn short_l0_training_removes_neurons_and_exports_the_shrunk_net() {
     let dir = mnist::locate(None).unwrap_or_else(|e| panic!("{e}"));
     let data = mnist::load(&dir).unwrap();
     let recipe = Recipe::parse(Path::new("l0.toml"), L0_SHORT).unwrap();
-    let out: PathBuf = std::env::temp_dir().join(format!("lopper-l0-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let opts = TrainOptions {
-        out_dir: out.clone(),
-        recipe_path: PathBuf::from("l0.toml"),
-        resume: false,
-        test_limit: 2000,
-        stop_after: None,
-    };
+    let opts = run_options("l0-test");
+    let out = opts.out_dir.clone();
     let s = train(&recipe, &data, &opts, &mut Silent).unwrap();
     let k = s.shrunk.expect("an L0 run reports its shrunk network");
     assert_eq!(s.widths, vec![784, 300, 100, 10]);
@@ -211,16 +217,11 @@ fn scaled_gates_survive_checkpoint_export_and_resume() {
         )
         .replace("lambda = 0.05", "lambda = 0.02");
     let recipe = Recipe::parse(Path::new("l0.toml"), &text).unwrap();
-    let out: PathBuf =
-        std::env::temp_dir().join(format!("lopper-l0-scaled-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
     let opts = TrainOptions {
-        out_dir: out.clone(),
-        recipe_path: PathBuf::from("l0.toml"),
-        resume: false,
-        test_limit: 2000,
         stop_after: Some(1),
+        ..run_options("l0-scaled")
     };
+    let out = opts.out_dir.clone();
     let s = train(&recipe, &data, &opts, &mut Silent).unwrap();
     let widths = s.history[0].widths.clone().unwrap();
     // Ten times the gates' learning rate closes units within one epoch at this λ.
@@ -319,15 +320,8 @@ fn short_weight_l0_training_sparsifies_and_exports_sparse() {
         .replace("lambda = 0.05", "lambda = 0.2")
         .replace("lr = 0.003", "lr = 0.005");
     let recipe = Recipe::parse(Path::new("l0w.toml"), &text).unwrap();
-    let out: PathBuf = std::env::temp_dir().join(format!("lopper-l0w-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let opts = TrainOptions {
-        out_dir: out.clone(),
-        recipe_path: PathBuf::from("l0w.toml"),
-        resume: false,
-        test_limit: 2000,
-        stop_after: None,
-    };
+    let opts = run_options("l0w-test");
+    let out = opts.out_dir.clone();
     let s = train(&recipe, &data, &opts, &mut Silent).unwrap();
     let k = s.shrunk.expect("an L0 run reports its folded network");
     assert_eq!(k.widths, vec![784, 300, 100, 10]);
