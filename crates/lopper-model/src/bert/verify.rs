@@ -5,13 +5,14 @@
 //! all-MiniLM-L6-v2 at 50 % (batch 8, 2 threads, AMD EPYC guest), 66.2 ms with the per-layer
 //! plan against 61.4 ms with every Linear dense. So [`BertPlan::make_verified`] times both
 //! plans over whole forward passes, interleaved, and keeps the faster, as the graph planner
-//! does with its uniform plans. A model whose per-layer plan is already all dense skips the
+//! does with its uniform plans. The all-dense plan is read off the per-layer plan's own
+//! measurements (each Linear's fastest dense candidate), so nothing is measured twice. A model whose per-layer plan is already all dense skips the
 //! check.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use super::runtime::{BertPlan, BertRunner, Encoded};
+use super::runtime::{BertPlan, BertRunner, Encoded, LinearChoice};
 use super::Bert;
 use crate::error::ModelError;
 use crate::runtime::plan::PlanMode;
@@ -31,24 +32,54 @@ impl BertPlan {
         if per_layer.layers.iter().all(|l| l.format == "dense") {
             return Ok(per_layer);
         }
-        let dense = BertPlan::make(bert, tokens, threads, PlanMode::Dense)?;
+        let mut dense = match dense_from(&per_layer) {
+            Some(plan) => plan,
+            None => BertPlan::make(bert, tokens, threads, PlanMode::Dense)?,
+        };
+        dense.chosen = "dense".into();
         let enc = check_input(bert, tokens);
         let runners = [
             BertRunner::new(bert.clone(), &per_layer)?,
             BertRunner::new(bert.clone(), &dense)?,
         ];
         let [p, d] = time_interleaved(runners, &enc)?;
-        let mut best = if d < p {
-            BertPlan {
-                chosen: "dense".into(),
-                ..dense
-            }
-        } else {
-            per_layer
-        };
+        let mut best = if d < p { dense } else { per_layer };
         best.end_to_end_ns = vec![("per-layer".into(), p), ("dense".into(), d)];
         Ok(best)
     }
+}
+
+/// The all-dense plan from the measurements a measured plan already holds: for each Linear its
+/// fastest dense candidate (candidates read `(format, "KERNEL xPARTS", ns)`, as
+/// [`BertPlan::make`] writes them). `None` if a layer has no dense candidate.
+fn dense_from(plan: &BertPlan) -> Option<BertPlan> {
+    let layers = plan
+        .layers
+        .iter()
+        .map(|l| {
+            let (format, kernel, ns) = l
+                .candidates
+                .iter()
+                .filter(|c| c.0 == "dense")
+                .min_by(|a, b| a.2.total_cmp(&b.2))?;
+            let (kernel, parts) = kernel.rsplit_once(" x")?;
+            Some(LinearChoice {
+                name: l.name.clone(),
+                format: format.clone(),
+                dtype: "f32".into(),
+                kernel: kernel.to_string(),
+                parts: parts.parse().ok()?,
+                ns: *ns,
+                candidates: Vec::new(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(BertPlan {
+        layers,
+        chosen: "dense".into(),
+        end_to_end_ns: Vec::new(),
+        ..plan.clone()
+    })
 }
 
 /// Synthetic sequences covering `tokens`: of the benchmarks' length where they fit, so the
@@ -90,6 +121,69 @@ fn time_interleaved<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn choice(name: &str, format: &str, candidates: &[(&str, &str, f64)]) -> LinearChoice {
+        LinearChoice {
+            name: name.into(),
+            format: format.into(),
+            dtype: "f32".into(),
+            kernel: "k".into(),
+            parts: 1,
+            ns: 1.0,
+            candidates: candidates
+                .iter()
+                .map(|(f, k, ns)| (f.to_string(), k.to_string(), *ns))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_dense_plan_comes_from_the_measured_candidates() {
+        let plan = BertPlan {
+            tokens: 128,
+            threads: 2,
+            isa: "avx512".into(),
+            layers: vec![
+                choice(
+                    "a",
+                    "csr16",
+                    &[
+                        ("dense", "f32_spmm_dense_avx512 x1", 9.0),
+                        ("dense", "f32_spmm_dense_avx512 x2", 7.0),
+                        ("csr16", "f32_spmm_csr16_avx512 x2", 3.0),
+                    ],
+                ),
+                choice("b", "dense", &[("dense", "f32_spmm_dense_gemm x1", 5.0)]),
+            ],
+            chosen: "per-layer".into(),
+            end_to_end_ns: Vec::new(),
+        };
+        let d = dense_from(&plan).unwrap();
+        let got: Vec<_> = d
+            .layers
+            .iter()
+            .map(|l| {
+                (
+                    l.name.as_str(),
+                    l.format.as_str(),
+                    l.kernel.as_str(),
+                    l.parts,
+                    l.ns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "dense", "f32_spmm_dense_avx512", 2, 7.0),
+                ("b", "dense", "f32_spmm_dense_gemm", 1, 5.0)
+            ]
+        );
+        assert_eq!((d.tokens, d.threads, d.chosen.as_str()), (128, 2, "dense"));
+        let mut no_dense = plan;
+        no_dense.layers[1].candidates.clear();
+        assert!(dense_from(&no_dense).is_none());
+    }
 
     #[test]
     fn synthetic_ids_stay_inside_small_vocabularies() {
