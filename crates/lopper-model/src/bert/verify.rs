@@ -6,8 +6,8 @@
 //! plan against 61.4 ms with every Linear dense. So [`BertPlan::make_verified`] times both
 //! plans over whole forward passes, interleaved, and keeps the faster, as the graph planner
 //! does with its uniform plans. The all-dense plan is read off the per-layer plan's own
-//! measurements (each Linear's fastest dense candidate), so nothing is measured twice. A model whose per-layer plan is already all dense skips the
-//! check.
+//! measurements (each Linear's fastest dense candidate), so nothing is measured twice. A model
+//! whose per-layer plan is already all dense skips the check.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -32,11 +32,13 @@ impl BertPlan {
         if per_layer.layers.iter().all(|l| l.format == "dense") {
             return Ok(per_layer);
         }
-        let mut dense = match dense_from(&per_layer) {
+        let dense = match dense_from(&per_layer) {
             Some(plan) => plan,
-            None => BertPlan::make(bert, tokens, threads, PlanMode::Dense)?,
+            None => BertPlan {
+                chosen: "dense".into(),
+                ..BertPlan::make(bert, tokens, threads, PlanMode::Dense)?
+            },
         };
-        dense.chosen = "dense".into();
         let enc = check_input(bert, tokens);
         let runners = [
             BertRunner::new(bert.clone(), &per_layer)?,
