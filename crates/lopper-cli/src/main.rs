@@ -9,7 +9,7 @@ mod util;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +20,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Skip the check of each model file's tensor-data digest (a corrupt file is then read as
+    /// it is).
+    #[arg(long, global = true)]
+    no_verify: bool,
 }
 
 #[derive(Subcommand)]
@@ -50,7 +54,14 @@ enum Command {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    // Numbers may be negative (`--sparsity -0.1` reaches the range check with a clear message
+    // instead of being taken for a flag), in every subcommand.
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.allow_negative_numbers(true).mut_subcommands(negatives)
+    }
+    let mut matches = negatives(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit());
+    lopper_model::file::set_verify_digest(!cli.no_verify);
     match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
@@ -87,7 +98,12 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", message(&err));
+            // Errors can quote their input (a recipe line, a token): cut, so one bad file
+            // never prints megabytes.
+            eprintln!(
+                "error: {}",
+                lopper_train::recipe::clip(&message(&err), 2000)
+            );
             ExitCode::from(2)
         }
     }

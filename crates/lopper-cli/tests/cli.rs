@@ -162,7 +162,13 @@ fn train_writes_report_json_with_the_documented_fields() {
     assert!((report["sparsity"].as_f64().unwrap() - 0.7).abs() < 1e-3);
     let stdout: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stdout, report, "--json prints the report");
-    for f in ["report.md", "model.bpk", "training.png", "layers.png"] {
+    for f in [
+        "report.md",
+        "checkpoint/model.bpk",
+        "checkpoint/manifest.json",
+        "training.png",
+        "layers.png",
+    ] {
         assert!(out_dir.join(f).exists(), "{f} missing");
     }
     let png = std::fs::read(out_dir.join("training.png")).unwrap();

@@ -21,8 +21,12 @@ pub enum ModelError {
         #[source]
         source: Box<ModelError>,
     },
-    #[error("file is {size} bytes, over the limit of {limit} bytes (set LOPPER_MAX_FILE_BYTES to raise it)")]
-    FileTooLarge { size: u64, limit: u64 },
+    #[error("file is over the limit of {limit} bytes (set LOPPER_MAX_FILE_BYTES to raise it)")]
+    FileTooLarge { limit: u64 },
+    #[error("truncated: {actual} of {expected} bytes")]
+    Truncated { actual: u64, expected: u64 },
+    #[error("the tensor data does not match the file's digest (data_xxh3_128 {expected}, computed {actual}): the file is corrupt; --no-verify skips this check")]
+    Digest { expected: String, actual: String },
     #[error("not a valid safetensors container: {0}")]
     Container(String),
     #[error("not a lopper model: {0}")]

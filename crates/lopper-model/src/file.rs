@@ -1,7 +1,9 @@
 //! Reading and writing `.lop` files (spec: `docs/format.md`).
 //!
-//! The reader refuses a file over the size limit before reading it, lets the safetensors crate
-//! check the header (length, JSON, offsets in bounds and contiguous, sizes matching shapes),
+//! The reader stops reading at the size limit, checks the framing itself (so that a short file is
+//! reported as truncated and a bad header entry names its tensor), checks the XXH3-128 digest of
+//! the data buffer recorded in `__metadata__.data_xxh3_128` (absent in older files, skipped with
+//! [`set_verify_digest`]), lets the safetensors crate check the header (offsets contiguous),
 //! then checks lopper's own layer: metadata keys and version, the graph, every weight's
 //! component tensors and invariants, and that the file holds no tensor the graph does not use.
 //! Every error names the file. Writes go to a temporary file that is renamed into place.
@@ -246,10 +248,18 @@ impl Model {
 pub(crate) fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u8> {
     use serde_json::{json, Map, Value};
     let mut header = Map::new();
-    let meta: Map<String, Value> = meta
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for t in tensors {
+        hasher.update(&t.data);
+    }
+    let mut meta: Map<String, Value> = meta
         .iter()
         .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
         .collect();
+    meta.insert(
+        DIGEST_KEY.into(),
+        Value::String(format!("{:032x}", hasher.digest128())),
+    );
     header.insert("__metadata__".into(), Value::Object(meta));
     let mut offset = 0usize;
     for t in tensors {
@@ -284,8 +294,9 @@ pub(crate) fn serialize(tensors: &[RawTensor], meta: &[(&str, String)]) -> Vec<u
 pub(crate) fn lopper_container(
     bytes: &[u8],
 ) -> Result<(SafeTensors<'_>, std::collections::HashMap<String, String>), ModelError> {
+    check_framing(bytes)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
-    let (_, header) =
+    let (header_len, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Container(e.to_string()))?;
     let meta = header
         .metadata()
@@ -306,20 +317,132 @@ pub(crate) fn lopper_container(
             supported: FORMAT_VERSION,
         });
     }
+    // Files written before the digest existed have none and still read.
+    if let Some(expected) = meta.get(DIGEST_KEY) {
+        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
+            let actual = data_digest(&bytes[8 + header_len..]);
+            if &actual != expected {
+                return Err(ModelError::Digest {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+    }
     Ok((st, meta))
 }
 
-/// The bytes of `path`, refused before reading when the file is over `limit`.
+/// The bytes of the model file `path`, the read stopped at [`max_file_bytes`].
+pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
+    read_limited(path, max_file_bytes())
+}
+
+/// The bytes of the regular file `path`, the read stopped as soon as it passes `limit` (the size
+/// the filesystem reports is not trusted).
 pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModelError> {
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > limit {
-        return Err(ModelError::FileTooLarge { size, limit }.in_file(path));
+    use crate::limits::{read_file, ReadError};
+    read_file(path, limit, "LOPPER_MAX_FILE_BYTES").map_err(|e| match e {
+        ReadError::Io(source) => ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadError::TooLarge { limit, .. } => ModelError::FileTooLarge { limit }.in_file(path),
+        e @ ReadError::NotAFile => ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        },
+    })
+}
+
+static VERIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the tensor-data digest check of every later read on or off (`--no-verify`).
+pub fn set_verify_digest(on: bool) {
+    VERIFY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Metadata key of the XXH3-128 digest of the data buffer (every tensor's bytes, in file order).
+pub const DIGEST_KEY: &str = "data_xxh3_128";
+
+fn data_digest(data: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(data))
+}
+
+/// Checks the safetensors framing before the safetensors crate sees the bytes, so that a
+/// truncated file is called truncated and a bad tensor entry is named: the 8-byte header length,
+/// the header JSON, and for every tensor a known dtype, a shape whose byte size equals its
+/// offsets, and offsets inside the file.
+fn check_framing(bytes: &[u8]) -> Result<(), ModelError> {
+    let len = bytes.len() as u64;
+    if len < 8 {
+        return Err(ModelError::Truncated {
+            actual: len,
+            expected: 8,
+        });
     }
-    std::fs::read(path).map_err(io)
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let header_end = n
+        .checked_add(8)
+        .ok_or_else(|| ModelError::Container(format!("header length {n} is not a length")))?;
+    if header_end > len {
+        return Err(ModelError::Truncated {
+            actual: len,
+            expected: header_end,
+        });
+    }
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..header_end as usize])
+            .map_err(|e| ModelError::Container(format!("header is not a JSON object: {e}")))?;
+    let mut data_end = 0u64;
+    for (name, entry) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |m: &str| ModelError::tensor(name, format!("header entry {m}"));
+        let dtype = entry
+            .get("dtype")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad("has no dtype"))?;
+        let size = match dtype {
+            "F64" | "I64" | "U64" => 8u64,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" => 1,
+            other => return Err(bad(&format!("has the unknown dtype '{other}'"))),
+        };
+        let shape = entry
+            .get("shape")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| bad("has no shape"))?;
+        let elems = shape
+            .iter()
+            .try_fold(1u64, |acc, d| d.as_u64().and_then(|d| acc.checked_mul(d)));
+        let offs = entry
+            .get("data_offsets")
+            .and_then(|v| v.as_array())
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+            .ok_or_else(|| bad("has no [begin, end] data_offsets"))?;
+        let want = elems.and_then(|e| e.checked_mul(size));
+        if offs.1 < offs.0 || want != Some(offs.1 - offs.0) {
+            return Err(bad(&format!(
+                "is inconsistent: dtype {dtype} and shape {} need {} bytes, data_offsets {:?} give {}",
+                serde_json::Value::Array(shape.clone()),
+                want.map_or_else(|| "too many".to_string(), |w| w.to_string()),
+                [offs.0, offs.1],
+                offs.1.wrapping_sub(offs.0) as i64
+            )));
+        }
+        data_end = data_end.max(offs.1);
+    }
+    let expected = header_end.saturating_add(data_end);
+    if expected > len {
+        return Err(ModelError::Truncated {
+            actual: len,
+            expected,
+        });
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`: a crash

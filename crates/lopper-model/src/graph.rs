@@ -20,6 +20,14 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Largest activation, in elements per example.
 pub const MAX_ACTIVATION: usize = 1 << 28;
 
+/// Largest weight matrix, in entries (rows × cols): every matrix lopper accepts can be densified
+/// in 1 GiB.
+pub const MAX_MATRIX_ELEMS: usize = 1 << 28;
+
+/// Largest total of activation buffers one run may hold, in f32 values (1 GiB): batch × every
+/// value's size, checked before a plan or executor allocates.
+pub const MAX_RUN_ELEMS: usize = 1 << 28;
+
 /// Largest kernel, stride or padding side.
 const MAX_WINDOW: usize = 1 << 12;
 
@@ -376,6 +384,14 @@ impl Graph {
                     "weight '{name}': shape [{r}, {c}] is empty or over 2^24"
                 )));
             }
+            // Re-encoding, planning and the dense twin densify a matrix: bound what that costs.
+            if r * c > MAX_MATRIX_ELEMS {
+                return Err(g(format!(
+                    "weight '{name}': shape [{r}, {c}] has {} entries, over the limit of 2^28 \
+                     (1 GiB as dense f32)",
+                    r * c
+                )));
+            }
             match (w.format, w.block) {
                 (StorageFormat::Bsr, Some([br, bc]))
                     if (1..=64).contains(&br) && (1..=64).contains(&bc) => {}
@@ -413,6 +429,20 @@ impl Graph {
                 return Err(g(
                     "input.preprocess needs finite scale and mean and std > 0".into(),
                 ));
+            }
+            // Worst case over the pixel range 0..=255, in f64: a preprocessing that sends any
+            // pixel past ±1e6 cannot be a standardisation, and one near f32's range overflows
+            // in the first layer (std = 1e-45 or scale = 3e38 gave NaN for every prediction).
+            let worst = [0.0f64, 255.0]
+                .iter()
+                .map(|&px| ((px * p.scale as f64 - p.mean as f64) / p.std as f64).abs())
+                .fold(0.0, f64::max);
+            if worst > 1e6 {
+                return Err(g(format!(
+                    "input.preprocess (scale {}, mean {}, std {}) maps pixels to values up to \
+                     {worst:.3e}: not a standardisation (inputs past 1e6 overflow the layers)",
+                    p.scale, p.mean, p.std
+                )));
             }
         }
         self.validate_specs()?;

@@ -11,6 +11,7 @@ pub mod delta;
 pub mod error;
 pub mod file;
 pub mod graph;
+pub mod limits;
 pub mod oneshot;
 pub mod runtime;
 pub mod weights;

@@ -282,9 +282,13 @@ fn verified_plan_is_per_layer_or_all_dense_and_embeds_alike() {
     let want = runner(pruned.clone(), 1).embed(&enc).unwrap();
     for threads in [1, 2] {
         let plan = BertPlan::make_verified(&pruned, enc.tokens(), threads).unwrap();
-        // At 90 % the per-layer plan puts some Linear on a sparse kernel, so the check ran.
+        // The whole-pass check runs when the per-layer plan put some Linear on a sparse kernel
+        // (at 90 % it nearly always does, but that is a timing, so either record is valid).
         let names: Vec<&str> = plan.end_to_end_ns.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["per-layer", "dense"], "{threads} thread(s)");
+        assert!(
+            names == ["per-layer", "dense"] || names == ["per-layer"],
+            "{threads} thread(s): {names:?}"
+        );
         assert!(plan.end_to_end_ns.iter().all(|(_, ns)| *ns > 0.0));
         match plan.chosen.as_str() {
             "dense" => assert!(plan.layers.iter().all(|l| l.format == "dense")),

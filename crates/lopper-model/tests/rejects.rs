@@ -26,7 +26,19 @@ fn split(bytes: &[u8]) -> (Value, Vec<u8>) {
     (header, bytes[8 + n..].to_vec())
 }
 
+/// Reassembles a file with a digest that matches `data`, as a hostile writer would: the
+/// structural checks must hold on their own, not rely on the digest.
 fn join(header: &Value, data: &[u8]) -> Vec<u8> {
+    let mut header = header.clone();
+    if let Some(meta) = header
+        .get_mut("__metadata__")
+        .and_then(Value::as_object_mut)
+    {
+        meta.insert(
+            lopper_model::file::DIGEST_KEY.into(),
+            Value::String(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(data))),
+        );
+    }
     let text = header.to_string();
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(text.as_bytes());
@@ -72,26 +84,59 @@ fn accepts_the_valid_file() {
 fn rejects_truncated_file() {
     let b = valid();
     for cut in [0, 5, 8, 100, b.len() - 1] {
-        assert_err(&b[..cut], "safetensors");
+        let e = err(&b[..cut]);
+        assert!(e.starts_with(&format!("truncated: {cut} of ")), "{e}");
     }
+}
+
+#[test]
+fn rejects_flipped_data_bytes_by_digest() {
+    let b = valid();
+    let (h, _) = split(&b);
+    let at = b.len() - 5;
+    let mut flipped = b.clone();
+    flipped[at] ^= 0x10;
+    let e = err(&flipped);
+    assert!(e.contains("digest") && e.contains("corrupt"), "{e}");
+    // A file without a digest (written before it existed) still reads.
+    let (mut h2, data) = split(&b);
+    h2["__metadata__"]
+        .as_object_mut()
+        .unwrap()
+        .remove(lopper_model::file::DIGEST_KEY);
+    let text = h2.to_string();
+    let mut old = (text.len() as u64).to_le_bytes().to_vec();
+    old.extend_from_slice(text.as_bytes());
+    old.extend_from_slice(&data);
+    Model::from_bytes(&old).unwrap();
+    assert!(h["__metadata__"][lopper_model::file::DIGEST_KEY].is_string());
 }
 
 #[test]
 fn rejects_bad_header_length() {
     let mut b = valid();
     b[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
-    assert_err(&b, "safetensors");
+    assert_err(&b, "truncated");
     let mut b = valid();
     let n = u64::from_le_bytes(b[..8].try_into().unwrap());
     b[..8].copy_from_slice(&(n + 16).to_le_bytes());
-    assert_err(&b, "safetensors");
+    assert_err(&b, "header");
 }
 
 #[test]
 fn rejects_offsets_outside_the_file() {
     let (mut h, data) = split(&valid());
     h["fc1.bias"]["data_offsets"] = serde_json::json!([0, 1u64 << 40]);
-    assert_err(&join(&h, &data), "safetensors");
+    assert_err(
+        &join(&h, &data),
+        "tensor 'fc1.bias': header entry is inconsistent",
+    );
+    // Consistent with its shape but past the end of the file: truncated.
+    let (mut h, data) = split(&valid());
+    let end = data.len() as u64;
+    h["fc3.bias"]["shape"] = serde_json::json!([4]);
+    h["fc3.bias"]["data_offsets"] = serde_json::json!([end, end + 16]);
+    assert_err(&join(&h, &data), "truncated");
 }
 
 #[test]

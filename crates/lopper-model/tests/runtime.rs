@@ -185,9 +185,16 @@ fn batchnorm_folding_matches_the_unfolded_graph() {
 
 #[test]
 fn plans_measure_every_candidate_and_pick_the_fastest() {
+    // Which candidate wins depends on timings (noisy, machine-dependent): this test checks only
+    // what holds whatever they are. The selection itself is tested on fixed times in
+    // `runtime/plan.rs` (`runner_up_swaps_…`, `uniform_forces_…`).
     let m = mlp(13, [FormatKind::Csr16, FormatKind::Csr16], Dtype::F32);
     let p = make_plan(&m, "t", 1, 1, PlanMode::Measured).unwrap();
     assert_eq!(p.layers.len(), 3);
+    let valid_choice = p.chosen == "per-layer"
+        || p.chosen.starts_with("uniform ")
+        || p.chosen.starts_with("per-layer, ");
+    assert!(valid_choice, "{}", p.chosen);
     for l in &p.layers {
         assert!(
             l.candidates.len() >= 4,
@@ -195,18 +202,18 @@ fn plans_measure_every_candidate_and_pick_the_fastest() {
             l.node,
             l.candidates.len()
         );
-        // Per layer the fastest candidate, unless the whole-model check found a uniform plan
-        // faster: then the fastest candidate of that format.
-        let format = p.chosen.strip_prefix("uniform ");
-        assert!(p.chosen == "per-layer" || format.is_some(), "{}", p.chosen);
-        let best = l
-            .candidates
-            .iter()
-            .filter(|c| format.is_none_or(|f| c.format == f))
-            .map(|c| c.ns)
-            .fold(f64::INFINITY, f64::min);
-        assert_eq!(l.ns, best);
         assert!(l.candidates.iter().any(|c| c.format == "dense"));
+        assert!(l.candidates.iter().all(|c| c.ns.is_finite() && c.ns > 0.0));
+        // The chosen kernel is one of the measured candidates, with its measured time.
+        assert!(
+            l.candidates
+                .iter()
+                .any(|c| c.format == l.format && c.kernel == l.kernel && c.ns == l.ns),
+            "{}: {} {} is not a measured candidate",
+            l.node,
+            l.format,
+            l.kernel
+        );
     }
     let d = make_plan(&m, "t", 1, 1, PlanMode::Dense).unwrap();
     assert!(d.layers.iter().all(|l| l.format == "dense"));

@@ -4,6 +4,7 @@
 //! to `lopper-kernels` or writes to a model file is `[out, in]` (ONNX/PyTorch order), transposed
 //! at that boundary and nowhere else.
 
+pub mod checkpoint;
 pub mod data;
 pub mod denormals;
 pub mod export;

@@ -32,7 +32,7 @@ pub struct Sensitivity {
     pub rows: Vec<SensitivityRow>,
 }
 
-/// Runs the analysis on the checkpoint `model.bpk` in `dir`.
+/// Runs the analysis on the checkpoint of the training folder `dir`.
 pub fn sensitivity(
     model: ZooModel,
     dir: &Path,
@@ -57,13 +57,19 @@ fn run<M: Classifier>(
     test: &Split,
     sparsities: &[f64],
 ) -> Result<Sensitivity, TrainError> {
-    let path = dir.join("model.bpk");
+    let paths = crate::checkpoint::locate(dir).ok_or_else(|| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        message: "holds no training checkpoint (a `lopper train --out` folder has one)".into(),
+    })?;
+    crate::checkpoint::verify(&paths)?;
+    let path = paths.model.clone();
     // A structurally pruned (or L0-folded) checkpoint has the shapes its recorded events leave.
-    let fresh =
-        ChannelHistory::template_for(dir, fresh).map_err(|message| TrainError::Checkpoint {
-            path: dir.join("state.json"),
+    let fresh = ChannelHistory::template_for(&paths.dir, fresh).map_err(|message| {
+        TrainError::Checkpoint {
+            path: paths.state.clone(),
             message,
-        })?;
+        }
+    })?;
     let model = fresh
         .try_load_file(&path)
         .map_err(|e| TrainError::Checkpoint {

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::checkpoint;
 use crate::data::mnist::{epoch_order, Dataset, Split, PIXELS};
 use crate::model::gates::GateInit;
 use crate::model::{floats, Classifier, Lenet300, Lenet5, ResNet, ZooModel};
@@ -52,6 +53,8 @@ pub enum TrainError {
         step: usize,
         checkpoint: String,
     },
+    #[error(transparent)]
+    Checkpointing(#[from] checkpoint::CheckpointError),
     #[error("step {step}: cannot reset the optimiser state of regrown weights: {message}")]
     RegrowState { step: usize, message: String },
 }
@@ -76,6 +79,8 @@ pub trait Observer {
     fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize, _first_epoch: usize) {}
     fn on_step(&mut self, _epoch: usize, _step_in_epoch: usize, _loss: f32, _sparsity: f64) {}
     fn on_epoch(&mut self, _record: &EpochRecord) {}
+    /// The prune after the last epoch (no fine-tuning follows it).
+    fn on_final_prune(&mut self, _record: &EpochRecord) {}
     fn on_prune(&mut self, _step: usize, _target: f64) {}
     /// A SET/RigL mask update dropped and regrew `fraction` of each layer's kept weights;
     /// `kept` is the number of weights the masks keep afterwards, `changed` how many entries
@@ -120,6 +125,10 @@ pub struct TrainSummary {
     /// in the network that ships (after an L0 or structured shrink).
     pub channels_before: usize,
     pub channels_after: usize,
+    /// With a schedule event after the last epoch: the model pruned then, with no fine-tuning
+    /// (its accuracy is `test_accuracy`).
+    pub final_prune: Option<EpochRecord>,
+    /// The checkpoint's `model.bpk` (in `OUT/checkpoint/`).
     pub checkpoint: PathBuf,
 }
 
@@ -145,11 +154,15 @@ struct State {
     /// Structured prune events so far: resume and export replay them to rebuild the shapes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     channels: Option<ChannelHistory>,
+    /// The prune at the step after the last epoch (a one-shot schedule's event at `epochs`):
+    /// the trained model pruned with no fine-tuning. Not an epoch, so not in `history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    final_prune: Option<EpochRecord>,
+    /// The recipe this run trains (as JSON); resume refuses a different one. Absent in
+    /// checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recipe: Option<serde_json::Value>,
 }
-
-const MODEL_FILE: &str = "model.bpk";
-const OPTIM_FILE: &str = "optimizer.bpk";
-const STATE_FILE: &str = "state.json";
 
 /// burn's flex backend keeps one random generator per process, seeded by `Device::seed`: two
 /// trainings (or any random initialisation) running at once in one process would interleave
@@ -311,15 +324,24 @@ fn run<M: Classifier>(
     let schedule = &recipe.pruning.schedule;
     let final_target = schedule.final_target();
     let mut masks = Masks::new();
+    let recipe_json = serde_json::to_value(recipe).map_err(|e| TrainError::Checkpoint {
+        path: opts.recipe_path.clone(),
+        message: format!("cannot record the recipe: {e}"),
+    })?;
     let mut state = State {
         next_epoch: 0,
         history: Vec::new(),
         prune_events: 0,
         channels: None,
+        final_prune: None,
+        recipe: Some(recipe_json.clone()),
     };
-    let ckpt = opts.out_dir.join(MODEL_FILE);
+    let ckpt_dir = opts.out_dir.join(checkpoint::DIR);
+    let ckpt = ckpt_dir.join(checkpoint::MODEL_FILE);
     if opts.resume {
-        (model, optim, masks, state) = resume(model, optim, &opts.out_dir)?;
+        if let Some(paths) = checkpoint::locate(&opts.out_dir) {
+            (model, optim, masks, state) = resume(model, optim, &paths, recipe, &recipe_json)?;
+        }
     }
     let batch = recipe.batch_size;
     let spe = train_split.len().div_ceil(batch).max(1);
@@ -435,7 +457,7 @@ fn run<M: Classifier>(
                     loss: loss_value,
                     epoch,
                     step,
-                    checkpoint: if ckpt.exists() {
+                    checkpoint: if checkpoint::locate(&opts.out_dir).is_some() {
                         ckpt.display().to_string()
                     } else {
                         "none (no epoch finished yet)".into()
@@ -496,7 +518,7 @@ fn run<M: Classifier>(
         state.next_epoch = epoch + 1;
         save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
     }
-    let already_done = state.history.last().map(|r| r.epoch) == Some(recipe.epochs);
+    let already_done = state.final_prune.is_some();
     if state.next_epoch == recipe.epochs && !already_done {
         // A schedule event at the step after the last one prunes the trained model with no
         // fine-tuning (one-shot at `epoch = epochs`): the control that shows what fine-tuning buys.
@@ -525,8 +547,8 @@ fn run<M: Classifier>(
                 lr: 0.0,
                 widths: None,
             };
-            obs.on_epoch(&record);
-            state.history.push(record);
+            obs.on_final_prune(&record);
+            state.final_prune = Some(record);
             save_checkpoint(&model, &optim, &state, &opts.out_dir)?;
         }
     }
@@ -543,10 +565,12 @@ fn run<M: Classifier>(
     let channels_after = channel_count(&shipped.channel_groups());
     Ok(TrainSummary {
         test_accuracy: state
-            .history
-            .last()
+            .final_prune
+            .as_ref()
+            .or(state.history.last())
             .map_or_else(|| evaluate(&model, &test_split), |r| r.test_accuracy),
         history: state.history,
+        final_prune: state.final_prune,
         sparsity,
         params_total,
         params_nonzero,
@@ -655,66 +679,79 @@ pub fn count_params<M: Module>(model: &M) -> (usize, usize) {
     (c.total, c.nonzero)
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes model, optimizer and loop state, each to a temporary file renamed into place; the
-/// state file goes last, so a crash never pairs a new state with an old model.
+/// Writes model, optimizer and loop state as one checkpoint (see [`checkpoint`]).
 fn save_checkpoint<M: Module>(
     model: &M,
     optim: &burn::optim::ModuleOptimizer,
     state: &State,
     dir: &Path,
 ) -> Result<(), TrainError> {
-    let err = |path: &Path, message: String| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        message,
-    };
-    let model_path = dir.join(MODEL_FILE);
-    let optim_path = dir.join(OPTIM_FILE);
-    let state_path = dir.join(STATE_FILE);
-    model
-        .clone()
-        .save_file(tmp_path(&model_path))
-        .map_err(|e| err(&model_path, e.to_string()))?;
-    optim
-        .save(tmp_path(&optim_path))
-        .map_err(|e| err(&optim_path, e.to_string()))?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| err(&state_path, e.to_string()))?;
-    std::fs::write(tmp_path(&state_path), json).map_err(|source| TrainError::Io {
-        path: state_path.clone(),
-        source,
+    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Checkpoint {
+        path: dir.join(checkpoint::STATE_FILE),
+        message: e.to_string(),
     })?;
-    for p in [&model_path, &optim_path, &state_path] {
-        std::fs::rename(tmp_path(p), p).map_err(|source| TrainError::Io {
-            path: p.clone(),
-            source,
-        })?;
-    }
+    checkpoint::save(
+        dir,
+        |p| model.clone().save_file(p).map_err(|e| e.to_string()),
+        |p| optim.save(p).map_err(|e| e.to_string()),
+        &json,
+    )?;
     Ok(())
 }
 
 /// Restores model, optimizer state, masks (the zero pattern of the prunable weights) and loop
-/// state from a checkpoint folder.
+/// state from a checkpoint, after checking that its parts belong together and that it was
+/// trained with this recipe.
 fn resume<M: Classifier>(
     model: M,
     optim: burn::optim::ModuleOptimizer,
-    dir: &Path,
+    paths: &checkpoint::Paths,
+    recipe: &Recipe,
+    recipe_json: &serde_json::Value,
 ) -> Result<(M, burn::optim::ModuleOptimizer, Masks, State), TrainError> {
     let err = |path: &Path, message: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         message,
     };
-    let state_path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(|source| TrainError::Io {
+    checkpoint::verify(paths)?;
+    let state_path = &paths.state;
+    let text = std::fs::read_to_string(state_path).map_err(|source| TrainError::Io {
         path: state_path.clone(),
         source,
     })?;
     let state: State = serde_json::from_str(&text)
-        .map_err(|e| err(&state_path, format!("not a lopper training state: {e}")))?;
+        .map_err(|e| err(state_path, format!("not a lopper training state: {e}")))?;
+    if let Some(saved) = &state.recipe {
+        if let Some(field) = checkpoint::first_difference(saved, recipe_json) {
+            let show = |v: &serde_json::Value| {
+                let v = field
+                    .split('.')
+                    .try_fold(v, |v, k| v.get(k))
+                    .map_or_else(|| "(unset)".to_string(), |v| v.to_string());
+                crate::recipe::clip(&v, 80)
+            };
+            return Err(err(
+                state_path,
+                format!(
+                    "was trained with a different recipe: field '{field}' is {} in the checkpoint \
+                     and {} in this recipe; resume with the recipe it was trained with, or start \
+                     a new run in another folder",
+                    show(saved),
+                    show(recipe_json)
+                ),
+            ));
+        }
+    }
+    if state.next_epoch > recipe.epochs {
+        return Err(err(
+            state_path,
+            format!(
+                "next_epoch is {} but the recipe has {} epochs: the checkpoint is past the end of \
+                 this recipe",
+                state.next_epoch, recipe.epochs
+            ),
+        ));
+    }
     // A structurally pruned checkpoint has smaller shapes than the fresh model.
     let model = match &state.channels {
         Some(h) => h.replay(model).map_err(|source| TrainError::Replay {
@@ -723,14 +760,12 @@ fn resume<M: Classifier>(
         })?,
         None => model,
     };
-    let model_path = dir.join(MODEL_FILE);
     let model = model
-        .try_load_file(&model_path)
-        .map_err(|e| err(&model_path, e.to_string()))?;
-    let optim_path = dir.join(OPTIM_FILE);
+        .try_load_file(&paths.model)
+        .map_err(|e| err(&paths.model, e.to_string()))?;
     let optim = optim
-        .load(&optim_path)
-        .map_err(|e| err(&optim_path, e.to_string()))?;
+        .load(&paths.optim)
+        .map_err(|e| err(&paths.optim, e.to_string()))?;
     let masks = if state.prune_events > 0 {
         Masks::from_zeros(&model)
     } else {

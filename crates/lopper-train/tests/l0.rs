@@ -181,25 +181,37 @@ fn short_l0_training_removes_neurons_and_exports_the_shrunk_net() {
     )
     .unwrap();
     assert_eq!(model.macs().0, k.dense_macs);
-    // The fine-tune epoch trained the folded network: the checkpoint holds it without gates
-    // and a resumed run (one more epoch) rebuilds its shapes from state.json.
+    // The fine-tune epochs train the folded network: a checkpoint after the fold holds it
+    // without gates, and a resumed run rebuilds its shapes from state.json. (Resuming with a
+    // different recipe, such as more epochs, is refused: a 4-epoch recipe stopped after 3.)
     let longer = Recipe::parse(
         Path::new("l0.toml"),
-        &L0_SHORT.replace("epochs = 3", "epochs = 4"),
+        &L0_SHORT
+            .replace("epochs = 3", "epochs = 4")
+            .replace("finetune_epochs = 1", "finetune_epochs = 2"),
     )
     .unwrap();
+    let part_opts = TrainOptions {
+        stop_after: Some(3),
+        ..run_options("l0-test-part")
+    };
+    let part = train(&longer, &data, &part_opts, &mut Silent).unwrap();
+    assert_eq!(part.history.len(), 3);
+    let folded = part.history[2].widths.clone().unwrap();
     let r = train(
         &longer,
         &data,
         &TrainOptions {
             resume: true,
-            ..opts
+            stop_after: None,
+            ..part_opts.clone()
         },
         &mut Silent,
     )
     .unwrap();
     assert_eq!(r.history.len(), 4);
-    assert_eq!(r.shrunk.unwrap().widths, k.widths);
+    assert_eq!(r.shrunk.unwrap().widths, folded);
+    let _ = std::fs::remove_dir_all(&part_opts.out_dir);
     let _ = std::fs::remove_dir_all(&out);
 }
 

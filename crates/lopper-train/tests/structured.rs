@@ -298,24 +298,40 @@ fn lenet300_shrinks_in_two_events_and_exports_the_small_net() {
     assert!(k.test_accuracy > 0.7, "accuracy {}", k.test_accuracy);
     let model = export(ZooModel::Lenet300, &s);
     assert_eq!(model.macs().0, k.dense_macs);
-    // A resumed run finds the shrunk checkpoint and rebuilds its shapes.
+    // A resumed run finds the shrunk checkpoint and rebuilds its shapes (a 4-epoch recipe
+    // stopped after both events; resuming with another recipe would be refused).
     let recipe = Recipe::parse(
         Path::new("s.toml"),
         "model = \"lenet300\"\nepochs = 4\ntrain_limit = 6000\n[structured]\ncriterion = \"l1\"\ntarget = 0.5\nat_epochs = [1, 2]\n",
     )
     .unwrap();
     let data = mnist::load(&mnist::locate(None).unwrap()).unwrap();
+    let part = out.with_extension("part");
+    let _ = std::fs::remove_dir_all(&part);
     let opts = TrainOptions {
-        out_dir: out.clone(),
+        out_dir: part.clone(),
         recipe_path: PathBuf::from("s.toml"),
-        resume: true,
+        resume: false,
         test_limit: 1000,
+        stop_after: Some(3),
+    };
+    assert_eq!(
+        train(&recipe, &data, &opts, &mut Silent)
+            .unwrap()
+            .history
+            .len(),
+        3
+    );
+    let opts = TrainOptions {
+        resume: true,
         stop_after: None,
+        ..opts
     };
     let r = train(&recipe, &data, &opts, &mut Silent).unwrap();
     assert_eq!(r.history.len(), 4);
     assert_eq!(r.shrunk.unwrap().widths, vec![784, 150, 50, 10]);
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&part);
 }
 
 #[test]

@@ -257,19 +257,28 @@ fn pruning_after_the_last_epoch_is_checkpointed_once() {
     let recipe = Recipe::parse(Path::new("test.toml"), text).unwrap();
     let dir = out_dir("post-prune");
     let a = train(&recipe, &data, &opts(&dir, false), &mut Silent).unwrap();
-    assert_eq!(a.history.len(), 2, "the epoch, then the no-fine-tune prune");
+    assert_eq!(a.history.len(), 1, "one record per epoch");
+    let after = a
+        .final_prune
+        .as_ref()
+        .expect("the no-fine-tune prune is recorded");
+    assert_eq!(after.test_accuracy, a.test_accuracy);
     // The checkpoint holds the pruned model, which is what an export reads.
     let saved = {
         let _rng = lopper_train::trainer::rng_guard();
         Lenet300::new(&Device::flex())
-            .try_load_file(dir.join("model.bpk"))
+            .try_load_file(dir.join("checkpoint/model.bpk"))
             .unwrap()
     };
     let s = measure_sparsity(&saved).sparsity;
     assert!((s - 0.9).abs() < 1e-3, "checkpoint sparsity {s}");
     // Resuming a finished run neither prunes again nor adds a record.
     let b = train(&recipe, &data, &opts(&dir, true), &mut Silent).unwrap();
-    assert_eq!(b.history.len(), 2);
+    assert_eq!(b.history.len(), 1);
+    assert_eq!(
+        b.final_prune.as_ref().map(|r| r.sparsity),
+        Some(after.sparsity)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -379,7 +388,7 @@ fn two_of_four_pattern_keeps_two_of_every_four_inputs() {
     let saved = {
         let _rng = lopper_train::trainer::rng_guard();
         Lenet300::new(&Device::flex())
-            .try_load_file(dir.join("model.bpk"))
+            .try_load_file(dir.join("checkpoint/model.bpk"))
             .unwrap()
     };
     for l in prunable_layers(&saved) {
@@ -420,7 +429,7 @@ fn block_pattern_prunes_whole_four_by_one_blocks_during_training() {
     let saved = {
         let _rng = lopper_train::trainer::rng_guard();
         Lenet300::new(&Device::flex())
-            .try_load_file(dir.join("model.bpk"))
+            .try_load_file(dir.join("checkpoint/model.bpk"))
             .unwrap()
     };
     let (mut zeros, mut total) = (0, 0);

@@ -31,6 +31,12 @@ pub struct EmbedArgs {
     /// Sentences per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Allow more threads than cores.
+    #[arg(long)]
+    pub threads_force: bool,
+    /// Print NaN or infinite embeddings instead of failing on them.
+    #[arg(long)]
+    pub allow_nan: bool,
 }
 
 #[derive(Serialize)]
@@ -93,15 +99,22 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     if texts.is_empty() {
         anyhow::bail!("nothing to embed: give --text \"…\" (repeatable) or --file lines.txt");
     }
-    if args.threads == 0 || args.batch == 0 {
-        anyhow::bail!("--threads and --batch must be at least 1");
+    if args.batch == 0 || args.batch > 4096 {
+        anyhow::bail!("--batch takes 1 to 4096 sentences");
     }
+    super::check_threads(args.threads, args.threads_force)?;
     let (bert, _) = load(&args.model)?;
     // Plan at a typical pass: this batch of sentences of about 24 tokens each.
     let tokens = args.batch.min(texts.len()) * 24;
     let mut runner = planned_runner(bert, tokens, args.threads)?;
     let e = embed_all(&mut runner, &texts, args.batch)?;
     let h = runner.hidden();
+    if !args.allow_nan {
+        super::check_finite(
+            e.iter().copied(),
+            &format!("{}: embeddings", args.model.display()),
+        )?;
+    }
     if args.json {
         let out = EmbedOutput {
             model: args.model.display().to_string(),

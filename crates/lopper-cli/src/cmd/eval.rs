@@ -91,9 +91,20 @@ fn trainer_accuracy(model: &Path) -> Option<f64> {
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let loaded = load(&args.model)?;
     let dir = mnist::locate(args.data.as_deref())?;
-    let data = mnist::load(&dir)?;
+    // The model file's own preprocessing: the statistics it was trained with.
+    let Some(p) = loaded.model.graph.input.preprocess else {
+        anyhow::bail!(
+            "{}: the model file records no input preprocessing, so it cannot be evaluated on \
+             8-bit images (use `lopper run` with preprocessed f32 input)",
+            args.model.display()
+        );
+    };
+    let test = mnist::load_test_with(&dir, p.scale, p.mean, p.std)?;
+    if test.is_empty() {
+        anyhow::bail!("{}: the test split holds 0 images", dir.display());
+    }
     let t = Instant::now();
-    let (correct, examples) = accuracy(&loaded, &data.test, args.batch)?;
+    let (correct, examples) = accuracy(&loaded, &test, args.batch)?;
     let r = EvalResult {
         model: args.model.display().to_string(),
         accuracy: correct as f64 / examples.max(1) as f64,

@@ -80,9 +80,12 @@ pub fn from_training_dir(
     let data_dir = mnist::locate(data)?;
     let dataset = mnist::load(&data_dir)?;
     let meta = export_meta(zoo.name(), &dataset);
+    let ckpt = lopper_train::checkpoint::locate(dir)
+        .with_context(|| format!("{}: holds no training checkpoint", dir.display()))?;
+    lopper_train::checkpoint::verify(&ckpt)?;
     Ok(lopper_train::export::export_checkpoint(
         zoo,
-        &dir.join("model.bpk"),
+        &ckpt.model,
         &meta,
     )?)
 }

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use lopper_model::graph::Preprocess;
 use lopper_model::runtime::plan::digest;
 use lopper_model::Model;
@@ -37,25 +36,56 @@ impl Loaded {
     }
 }
 
+/// Reads, validates and probes a model file (see [`load_checked`]); non-finite probe outputs are
+/// an error.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let limit = lopper_model::file::max_file_bytes();
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("{}: cannot open the model file", path.display()))?
-        .len();
-    if size > limit {
-        anyhow::bail!(
-            "{}: file is {size} bytes, over the limit of {limit} bytes (set LOPPER_MAX_FILE_BYTES to raise it)",
-            path.display()
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    load_checked(path, false)
+}
+
+/// Reads and validates a model file (the read stops at `LOPPER_MAX_FILE_BYTES`), then runs one
+/// forward pass on probe inputs (black, mid-grey and white pixels through the file's
+/// preprocessing; else 0, 1 and −1): weights that overflow when used (finite, but ±3e38) give
+/// NaN there, and are refused unless `allow_nan`.
+pub fn load_checked(path: &Path, allow_nan: bool) -> anyhow::Result<Loaded> {
+    let bytes = lopper_model::file::read_model_bytes(path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| e.in_file(path))?;
-    Ok(Loaded {
+    let loaded = Loaded {
         model,
         path: path.to_path_buf(),
         digest: digest(&bytes),
         file_bytes: bytes.len() as u64,
-    })
+    };
+    if !allow_nan {
+        probe(&loaded)?;
+    }
+    Ok(loaded)
+}
+
+fn probe(loaded: &Loaded) -> anyhow::Result<()> {
+    use lopper_model::runtime::plan::{make_plan, PlanMode};
+    let model = &loaded.model;
+    let f = model.graph.input_len();
+    let values: Vec<f32> = match model.graph.input.preprocess {
+        Some(p) => [0.0f32, 128.0, 255.0]
+            .iter()
+            .map(|px| (px * p.scale - p.mean) / p.std)
+            .collect(),
+        None => vec![0.0, 1.0, -1.0],
+    };
+    let x: Vec<f32> = values
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v, f))
+        .collect();
+    let plan = make_plan(model, &loaded.digest, values.len(), 1, PlanMode::Stored)?;
+    let out = lopper_model::Executor::new(model, &plan)?.run(&x)?.to_vec();
+    super::check_finite(
+        out.into_iter(),
+        &format!(
+            "{}: a forward pass on probe inputs (constant images) gives non-finite values, so the \
+             weights or parameters overflow when used; the output",
+            loaded.path.display()
+        ),
+    )
 }
 
 /// Labels and preprocessing of a dataset folder: Fashion-MNIST class names when the folder is

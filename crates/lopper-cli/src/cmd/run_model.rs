@@ -15,7 +15,7 @@ use lopper_model::Executor;
 use serde::Serialize;
 
 use super::eval::argmax;
-use super::model_io::load;
+use super::model_io::load_checked;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -27,9 +27,15 @@ pub struct RunArgs {
     /// Print JSON: outputs (raw graph output), predictions, labels and probabilities.
     #[arg(long)]
     pub json: bool,
-    /// Threads.
+    /// Threads (at most the machine's cores unless --threads-force).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Allow more threads than cores.
+    #[arg(long)]
+    pub threads_force: bool,
+    /// Print NaN or infinite outputs instead of failing on them.
+    #[arg(long)]
+    pub allow_nan: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,12 +55,40 @@ fn read_input(
     features: usize,
     pre: Option<lopper_model::Preprocess>,
 ) -> anyhow::Result<Vec<f32>> {
-    let bytes = std::fs::read(path)
+    let limit = lopper_model::limits::max_input_bytes();
+    let mut head = [0u8; 4];
+    let meta = std::fs::metadata(path)
         .with_context(|| format!("{}: cannot read the input", path.display()))?;
-    let is_gzip = bytes.starts_with(&[0x1f, 0x8b]);
-    let is_idx = bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{}: not a regular file (a FIFO, device or socket): give a file",
+            path.display()
+        );
+    }
+    {
+        use std::io::Read;
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot read the input", path.display()))?;
+        // Up to 4 bytes: a shorter file keeps zeros there and is judged as raw input below.
+        let mut start = Vec::with_capacity(4);
+        f.take(4)
+            .read_to_end(&mut start)
+            .with_context(|| format!("{}: cannot read the input", path.display()))?;
+        head[..start.len()].copy_from_slice(&start);
+    }
+    let is_gzip = head.starts_with(&[0x1f, 0x8b]);
+    let is_idx = head[0] == 0 && head[1] == 0 && head[2] == 0x08;
     if is_gzip || is_idx {
-        let idx = lopper_train::data::idx::read_idx(path)?;
+        let idx = lopper_train::data::idx::read_idx_limited(
+            path,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )
+        .map_err(|e| match e {
+            lopper_train::data::idx::IdxError::TooLarge { .. } => {
+                anyhow::anyhow!("{e} (set LOPPER_MAX_INPUT_BYTES to raise it)")
+            }
+            e => e.into(),
+        })?;
         let per: usize = idx.dims.iter().skip(1).product();
         if idx.dims.len() < 2 || per != features {
             anyhow::bail!(
@@ -75,6 +109,8 @@ fn read_input(
             .map(|&v| (v as f32 * p.scale - p.mean) / p.std)
             .collect());
     }
+    let bytes = lopper_model::limits::read_file(path, limit, "LOPPER_MAX_INPUT_BYTES")
+        .with_context(|| format!("{}: cannot read the input", path.display()))?;
     if bytes.len() % 4 != 0 || bytes.is_empty() || (bytes.len() / 4) % features != 0 {
         anyhow::bail!(
             "{}: {} bytes is not a whole number of examples of {features} f32 values (and not an IDX file)",
@@ -86,7 +122,34 @@ fn read_input(
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
+    check_raw_f32(path, &v)?;
     Ok(v)
+}
+
+/// Refuses raw input that cannot be preprocessed f32 values: NaN or infinity, or bytes that are
+/// plainly something else read four at a time (8-bit pixels without an IDX header give tiny
+/// subnormals and huge magnitudes).
+fn check_raw_f32(path: &Path, v: &[f32]) -> anyhow::Result<()> {
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        anyhow::bail!(
+            "{}: value {i} is {} : inputs must be finite",
+            path.display(),
+            v[i]
+        );
+    }
+    let odd = v
+        .iter()
+        .filter(|x| x.is_subnormal() || x.abs() > 1e8)
+        .count();
+    if odd * 100 > v.len() {
+        anyhow::bail!(
+            "{}: {odd} of {} values are subnormal or above 1e8 in magnitude: this does not look \
+             like little-endian f32 input (8-bit pixels need an IDX header; see `lopper run --help`)",
+            path.display(),
+            v.len()
+        );
+    }
+    Ok(())
 }
 
 fn softmax(row: &[f32]) -> Vec<f32> {
@@ -97,11 +160,15 @@ fn softmax(row: &[f32]) -> Vec<f32> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&args.model)?;
+    let loaded = load_checked(&args.model, args.allow_nan)?;
     let model = &loaded.model;
     let f = model.graph.input_len();
     let x = read_input(&args.input, f, model.graph.input.preprocess)?;
     let n = x.len() / f;
+    if n == 0 {
+        anyhow::bail!("{}: holds 0 examples", args.input.display());
+    }
+    let threads = super::check_threads(args.threads, args.threads_force)?;
     let mut outputs = Vec::with_capacity(n);
     // Chunks of up to 256 examples keep buffers small for large inputs.
     let chunk = n.min(256);
@@ -109,13 +176,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for start in (0..n).step_by(chunk) {
         let b = chunk.min(n - start);
         if ex.as_ref().is_none_or(|e| e.batch() != b) {
-            let plan = make_plan(model, &loaded.digest, b, args.threads, PlanMode::Stored)?;
+            let plan = make_plan(model, &loaded.digest, b, threads, PlanMode::Stored)?;
             ex = Some(Executor::new(model, &plan)?);
         }
         let Some(e) = ex.as_mut() else { unreachable!() };
         let classes = e.out_features();
         let out = e.run(&x[start * f..(start + b) * f])?;
         outputs.extend(out.chunks(classes).map(<[f32]>::to_vec));
+    }
+    if !args.allow_nan {
+        super::check_finite(
+            outputs.iter().flatten().copied(),
+            &format!("{}: output", args.model.display()),
+        )?;
     }
     let already_softmax = model
         .graph

@@ -78,6 +78,10 @@ pub struct Report {
     pub channels_before: usize,
     pub channels_after: usize,
     pub history: Vec<EpochRecord>,
+    /// A schedule event after the last epoch: the model pruned then, with no fine-tuning (its
+    /// accuracy is `test_accuracy`). Not an epoch, so not in `history`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_prune: Option<EpochRecord>,
     pub data: String,
     pub train_examples: usize,
     pub test_examples: usize,
@@ -130,6 +134,17 @@ impl Observer for Bar {
                 Some(w) => format!("{line}  architecture {}", architecture(w)),
                 None => line,
             };
+            self.bar.suspend(|| eprintln!("{line}"));
+        }
+        self.last = Some(r.clone());
+    }
+    fn on_final_prune(&mut self, r: &EpochRecord) {
+        if !self.quiet {
+            let line = format!(
+                "after the last epoch: pruned to {:.2}% with no fine-tuning, test acc {:.2}%",
+                r.sparsity * 100.0,
+                r.test_accuracy * 100.0
+            );
             self.bar.suspend(|| eprintln!("{line}"));
         }
         self.last = Some(r.clone());
@@ -220,6 +235,14 @@ pub fn train_to_dir(
         test_limit: args.test_limit,
         stop_after: args.stop_after,
     };
+    if args.resume && lopper_train::checkpoint::locate(&args.out).is_none() {
+        obs.bar.suspend(|| {
+            eprintln!(
+                "--resume: {} holds no checkpoint yet; starting from epoch 1",
+                args.out.display()
+            )
+        });
+    }
     let summary = train(recipe, data, &opts, &mut obs)?;
     obs.bar.finish_and_clear();
     let lop = args.out.join("model.lop");
@@ -310,6 +333,7 @@ fn build_report(
         channels_before: s.channels_before,
         channels_after: s.channels_after,
         history: s.history.clone(),
+        final_prune: s.final_prune.clone(),
         data: data.dir.display().to_string(),
         train_examples: if recipe.train_limit > 0 {
             recipe.train_limit.min(data.train.len())
@@ -376,6 +400,13 @@ fn report_md(r: &Report) -> String {
             h.sparsity * 100.0,
             h.lr,
             h.seconds
+        ));
+    }
+    if let Some(f) = &r.final_prune {
+        s.push_str(&format!(
+            "\nAfter the last epoch the schedule pruned to {:.2} % with no fine-tuning: test accuracy {:.2} %.\n",
+            f.sparsity * 100.0,
+            f.test_accuracy * 100.0
         ));
     }
     s

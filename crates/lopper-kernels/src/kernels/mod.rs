@@ -64,6 +64,22 @@ pub enum Accepts {
     NmAny,
 }
 
+impl Accepts {
+    /// Whether a matrix of format `kind` is accepted.
+    pub fn kind(self, kind: FormatKind) -> bool {
+        match (self, kind) {
+            (Accepts::Dense, FormatKind::Dense) => true,
+            (Accepts::Csr16, FormatKind::Csr16) => true,
+            (Accepts::Csr32, FormatKind::Csr32) => true,
+            (Accepts::Bsr { br, bc }, FormatKind::Bsr { br: b, bc: c }) => br == b && bc == c,
+            (Accepts::BsrAny, FormatKind::Bsr { .. }) => true,
+            (Accepts::NmDiv8, FormatKind::Nm { n, .. }) => 8 % n == 0,
+            (Accepts::NmAny, FormatKind::Nm { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Signature shared by all kernels of one matrix type: `(w, x, n, y, rows)`.
 ///
 /// # Safety
@@ -112,17 +128,7 @@ impl Kernel {
         if w.dtype() != self.dtype {
             return Err("dtype differs");
         }
-        let ok = match (self.accepts, w.kind()) {
-            (Accepts::Dense, FormatKind::Dense) => true,
-            (Accepts::Csr16, FormatKind::Csr16) => true,
-            (Accepts::Csr32, FormatKind::Csr32) => true,
-            (Accepts::Bsr { br, bc }, FormatKind::Bsr { br: b, bc: c }) => br == b && bc == c,
-            (Accepts::BsrAny, FormatKind::Bsr { .. }) => true,
-            (Accepts::NmDiv8, FormatKind::Nm { n, .. }) => 8 % n == 0,
-            (Accepts::NmAny, FormatKind::Nm { .. }) => true,
-            _ => false,
-        };
-        if ok {
+        if self.accepts.kind(w.kind()) {
             Ok(())
         } else {
             Err("format differs")

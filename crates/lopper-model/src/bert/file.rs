@@ -273,6 +273,11 @@ pub fn sniff(path: &Path) -> Result<bool, ModelError> {
         path: path.to_path_buf(),
         source,
     };
+    // Opening a FIFO blocks until a writer comes: only regular files are opened; the full
+    // reader refuses anything else with a clear message.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Ok(false);
+    }
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut head = [0u8; 8];
     if f.read_exact(&mut head).is_err() {

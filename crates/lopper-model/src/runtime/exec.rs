@@ -480,6 +480,7 @@ impl Executor {
     pub fn new(model: &Model, plan: &Plan) -> Result<Self, ModelError> {
         let batch = plan.batch.max(1);
         let sub = plan.sub_batch().clamp(1, batch);
+        super::plan::check_run_size(model, batch, sub)?;
         let main = Core::new(model, plan, sub, true)?;
         let rest = match batch % sub {
             0 => None,

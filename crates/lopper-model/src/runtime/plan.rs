@@ -276,6 +276,30 @@ pub fn planner_timing() -> TimingOptions {
     }
 }
 
+/// Refuses a batch whose buffers (input and output for the whole batch, every value for one
+/// sub-batch) would pass [`crate::graph::MAX_RUN_ELEMS`], before anything is allocated.
+pub fn check_run_size(model: &Model, batch: usize, sub: usize) -> Result<(), ModelError> {
+    let per_example: usize = model
+        .shapes
+        .values()
+        .map(|s| s.iter().product::<usize>())
+        .sum();
+    let out: usize = model
+        .shapes
+        .get(&model.graph.output)
+        .map_or(0, |s| s.iter().product());
+    let io = model.graph.input_len() + out;
+    let need = batch
+        .checked_mul(io)
+        .and_then(|a| sub.checked_mul(per_example).and_then(|b| a.checked_add(b)));
+    match need {
+        Some(n) if n <= crate::graph::MAX_RUN_ELEMS => Ok(()),
+        _ => Err(ModelError::Plan(format!(
+            "batch {batch} needs more than 2^28 activation values (1 GiB); use a smaller batch"
+        ))),
+    }
+}
+
 /// Makes a plan for `model` at `batch` and `threads`.
 pub fn make_plan(
     model: &Model,
@@ -289,11 +313,12 @@ pub fn make_plan(
             "batch and threads must be at least 1".into(),
         ));
     }
+    // Layers are measured at the width the executor runs them: one sub-batch.
+    let sub = sub_batch_for(model, batch);
+    check_run_size(model, batch, sub)?;
     let isa = Isa::selected();
     let pool = super::pools::shared_pool(threads)?;
     let timing = planner_timing();
-    // Layers are measured at the width the executor runs them: one sub-batch.
-    let sub = sub_batch_for(model, batch);
     let mut layers = Vec::new();
     for node in &model.graph.nodes {
         let Some(wname) = node.op.weight() else {
@@ -561,16 +586,85 @@ struct PlanCache {
     plans: Vec<Plan>,
 }
 
+/// The cache at `path`: a missing file is an empty cache; an unreadable, oversized
+/// (`LOPPER_MAX_CACHE_BYTES`) or unparsable one is ignored with a warning and rewritten on the
+/// next store.
 fn read_cache(path: &Path) -> PlanCache {
-    // A missing or unreadable cache is just a cache miss; it is rewritten on the next store.
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+    use crate::limits::{max_cache_bytes, read_file};
+    if !path.exists() {
+        return PlanCache::default();
+    }
+    let parsed = read_file(path, max_cache_bytes(), "LOPPER_MAX_CACHE_BYTES")
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+    parsed.unwrap_or_else(|e| {
+        eprintln!(
+            "warning: {}: plan cache ignored and rewritten: {}",
+            path.display(),
+            crate::limits::clip(&e, 200)
+        );
+        PlanCache::default()
+    })
+}
+
+/// Why a cached plan cannot be used for `model`, if it cannot: it must cover exactly the model's
+/// weight layers, with known kernels that accept the layer's format and dtype, and finite,
+/// non-negative times. (A hand-edited or stale cache otherwise runs a kernel on a format it was
+/// not measured on, or ranks candidates by nonsense.)
+pub fn cached_plan_problem(p: &Plan, model: &Model) -> Option<String> {
+    if p.layers.len() != model.weights.len() {
+        return Some(format!(
+            "{} layers, the model has {} weight layers",
+            p.layers.len(),
+            model.weights.len()
+        ));
+    }
+    for l in &p.layers {
+        if !model.weights.contains_key(&l.weight) {
+            return Some(format!("layer '{}': unknown weight '{}'", l.node, l.weight));
+        }
+        let Some(kind) = parse_kind(&l.format) else {
+            return Some(format!("layer '{}': unknown format '{}'", l.node, l.format));
+        };
+        let dtype = match l.dtype.as_str() {
+            "f32" => Dtype::F32,
+            "i8" => Dtype::I8,
+            other => return Some(format!("layer '{}': unknown dtype '{other}'", l.node)),
+        };
+        let fits = match MmKernel::by_name(&l.kernel) {
+            None => return Some(format!("layer '{}': unknown kernel '{}'", l.node, l.kernel)),
+            Some(MmKernel::Gemm(k)) => k.accepts.kind(kind) && k.dtype == dtype,
+            Some(MmKernel::Direct(k)) => {
+                let bsr = matches!(kind, FormatKind::Bsr { br: 4, bc: 1 });
+                let csr = matches!(kind, FormatKind::Csr16 | FormatKind::Csr32);
+                k.name.contains("bsr4x1") == bsr && (bsr || csr)
+            }
+        };
+        if !fits {
+            return Some(format!(
+                "layer '{}': kernel '{}' does not take {} {}",
+                l.node, l.kernel, l.dtype, l.format
+            ));
+        }
+        let times_ok = std::iter::once(l.ns)
+            .chain(l.candidates.iter().map(|c| c.ns))
+            .all(|t| t.is_finite() && t >= 0.0);
+        if !times_ok {
+            return Some(format!(
+                "layer '{}': a time is negative or not finite",
+                l.node
+            ));
+        }
+    }
+    None
 }
 
 /// Loads the cached plan for `model_path`, or measures one and caches it. Returns the plan and
 /// whether it came from the cache.
+///
+/// Several processes may plan the same model at once: the store re-reads the cache under an
+/// exclusive lock on `MODEL.plan.json.lock`, merges its plan in and writes atomically, so no
+/// process loses another's entries.
 pub fn plan_cached(
     model_path: &Path,
     model: &Model,
@@ -581,7 +675,6 @@ pub fn plan_cached(
 ) -> Result<(Plan, bool), ModelError> {
     let path = cache_path(model_path);
     let isa = Isa::selected().name();
-    let mut cache = read_cache(&path);
     let matches = |p: &Plan| {
         p.model_digest == digest
             && p.batch == batch
@@ -589,28 +682,53 @@ pub fn plan_cached(
             && p.isa == isa
             && p.mode == mode
     };
-    if let Some(p) = cache.plans.iter().find(|p| matches(p)) {
-        // A plan from another build may name kernels this one lacks: then it is re-measured.
-        let known = p
-            .layers
-            .iter()
-            .all(|l| MmKernel::by_name(&l.kernel).is_some() && parse_kind(&l.format).is_some());
-        if known && p.layers.len() == model.weights.len() {
-            return Ok((p.clone(), true));
+    if let Some(p) = read_cache(&path).plans.into_iter().find(|p| matches(p)) {
+        match cached_plan_problem(&p, model) {
+            None => return Ok((p, true)),
+            Some(why) => eprintln!(
+                "warning: {}: cached plan for batch {batch}, {threads} thread(s) ignored and \
+                 re-measured: {why}",
+                path.display()
+            ),
         }
     }
     let plan = make_plan(model, digest, batch, threads, mode)?;
     if mode != PlanMode::Stored {
-        cache
-            .plans
-            .retain(|p| !matches(p) && p.model_digest == digest);
-        cache.plans.push(plan.clone());
-        let json =
-            serde_json::to_vec_pretty(&cache).map_err(|e| ModelError::Plan(e.to_string()))?;
         // The cache is an optimisation: a read-only folder must not make planning fail.
-        let _ = crate::file::write_atomic(&path, &json);
+        let _ = store(&path, &plan, digest, &matches);
     }
     Ok((plan, false))
+}
+
+fn store(
+    path: &Path,
+    plan: &Plan,
+    digest: &str,
+    matches: &dyn Fn(&Plan) -> bool,
+) -> Result<(), ModelError> {
+    let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+    lock_name.push(".lock");
+    let lock_path = path.with_file_name(lock_name);
+    let io = |source| ModelError::Io {
+        path: lock_path.clone(),
+        source,
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    lock.lock().map_err(io)?;
+    let mut cache = read_cache(path);
+    cache
+        .plans
+        .retain(|p| !matches(p) && p.model_digest == digest);
+    cache.plans.push(plan.clone());
+    let json = serde_json::to_vec_pretty(&cache).map_err(|e| ModelError::Plan(e.to_string()))?;
+    let written = crate::file::write_atomic(path, &json);
+    drop(lock);
+    written
 }
 
 #[cfg(test)]

@@ -38,9 +38,9 @@ pub enum IdxError {
         expected: usize,
         actual: usize,
     },
-    #[error("{path}: {extra} bytes after the data the header describes")]
+    #[error("{path}: {extra} bytes (or more) after the data the header describes")]
     TrailingBytes { path: PathBuf, extra: usize },
-    #[error("{path}: header promises {bytes} bytes, over the limit of {limit}")]
+    #[error("{path}: header promises {bytes} bytes of data, over the limit of {limit}")]
     TooLarge {
         path: PathBuf,
         bytes: usize,
@@ -69,65 +69,97 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file, gunzipping it when it starts with the gzip magic.
+/// Reads an IDX file, gunzipping it when it starts with the gzip magic, with the payload limit
+/// [`MAX_IDX_BYTES`].
 pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
+    read_idx_limited(path, MAX_IDX_BYTES)
+}
+
+/// Reads an IDX file as a stream: the header is read and checked first (magic, element type,
+/// dimensions, payload size against `limit`), and only then is the payload read or inflated,
+/// never more than the header promises plus a little to detect trailing bytes. A gzip bomb with
+/// a bad header is refused after a few bytes; one with a valid header stops at its promise.
+pub fn read_idx_limited(path: &Path, limit: usize) -> Result<IdxArray, IdxError> {
     let io = |source| IdxError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let raw = std::fs::read(path).map_err(io)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        // Bound the decompressed size: a hostile gzip can expand without limit.
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_IDX_BYTES as u64 + 64)
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        out
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other(
+            "not a regular file (a FIFO, device or socket): give a file",
+        )));
+    }
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let head = std::io::BufRead::fill_buf(&mut file).map_err(io)?;
+    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(file))
     } else {
-        raw
+        Box::new(file)
     };
-    parse_idx(path, &bytes)
+    read_stream(path, reader, limit)
 }
 
-/// Parses IDX bytes already in memory. `path` only names the source in errors.
-pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
+/// Fills `buf` from `r` as far as the stream goes; returns how many bytes arrived.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// How far past the promised payload a read looks to count trailing bytes.
+const TRAILING_PROBE: usize = 4096;
+
+fn read_stream(path: &Path, mut r: Box<dyn Read + '_>, limit: usize) -> Result<IdxArray, IdxError> {
     let p = || path.to_path_buf();
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        let mut magic = [0u8; 4];
-        magic[..bytes.len().min(4)].copy_from_slice(&bytes[..bytes.len().min(4)]);
+    let io = |source| IdxError::Io { path: p(), source };
+    let mut magic = [0u8; 4];
+    let got = fill(&mut *r, &mut magic).map_err(io)?;
+    if got < 4 || magic[0] != 0 || magic[1] != 0 {
         return Err(IdxError::BadMagic { path: p(), magic });
     }
-    if bytes[2] != 0x08 {
+    if magic[2] != 0x08 {
         return Err(IdxError::UnsupportedType {
             path: p(),
-            code: bytes[2],
+            code: magic[2],
         });
     }
-    let ndim = bytes[3] as usize;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let ndim = magic[3] as usize;
+    let mut dims_raw = vec![0u8; 4 * ndim];
+    let got = fill(&mut *r, &mut dims_raw).map_err(io)?;
+    if got < dims_raw.len() {
         return Err(IdxError::Truncated {
             path: p(),
-            expected: header,
-            actual: bytes.len(),
+            expected: 4 + dims_raw.len(),
+            actual: 4 + got,
         });
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
-        })
+    let dims: Vec<usize> = dims_raw
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let total = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&t| t <= MAX_IDX_BYTES)
-        .ok_or(IdxError::TooLarge {
-            path: p(),
-            bytes: usize::MAX,
-            limit: MAX_IDX_BYTES,
-        })?;
-    let data = &bytes[header..];
+    let total = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let total = match total {
+        Some(t) if t <= limit => t,
+        _ => {
+            return Err(IdxError::TooLarge {
+                path: p(),
+                bytes: total.unwrap_or(usize::MAX),
+                limit,
+            })
+        }
+    };
+    let mut data = Vec::new();
+    r.take((total + TRAILING_PROBE) as u64)
+        .read_to_end(&mut data)
+        .map_err(io)?;
     if data.len() < total {
         return Err(IdxError::Truncated {
             path: p(),
@@ -141,10 +173,12 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
             extra: data.len() - total,
         });
     }
-    Ok(IdxArray {
-        dims,
-        data: data.to_vec(),
-    })
+    Ok(IdxArray { dims, data })
+}
+
+/// Parses IDX bytes already in memory. `path` only names the source in errors.
+pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
+    read_stream(path, Box::new(bytes), MAX_IDX_BYTES)
 }
 
 #[cfg(test)]
@@ -225,6 +259,35 @@ mod tests {
         enc.write_all(&idx(&[3], &[7, 8, 9])).unwrap();
         std::fs::write(&path, enc.finish().unwrap()).unwrap();
         assert_eq!(read_idx(&path).unwrap().data, vec![7, 8, 9]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_by_its_header_before_inflating() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("lopper-idx-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // 256 MiB of zeros after a header promising 16 bytes: refused after reading the
+        // header and a few KiB, never inflated whole.
+        let path = dir.join("bomb.idx.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&idx(&[16], &[])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            enc.write_all(&zeros).unwrap();
+        }
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        let e = read_idx(&path).unwrap_err();
+        assert!(matches!(e, IdxError::TrailingBytes { .. }), "{e}");
+        // A header promising more than the limit: refused from the header alone.
+        let path2 = dir.join("big.idx.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&idx(&[1 << 20, 784], &[])).unwrap();
+        std::fs::write(&path2, enc.finish().unwrap()).unwrap();
+        assert!(matches!(
+            read_idx_limited(&path2, 1 << 20),
+            Err(IdxError::TooLarge { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

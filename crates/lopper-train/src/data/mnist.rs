@@ -217,6 +217,20 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
     })
 }
 
+/// The test split of the dataset in `dir` (raw 8-bit pixels `p`), preprocessed as a model file
+/// says: `(p · scale − mean) / std`. Evaluation uses the model's own preprocessing, never the
+/// statistics of whatever training split lies in the folder.
+pub fn load_test_with(dir: &Path, scale: f32, mean: f32, std: f32) -> Result<Split, DataError> {
+    let (img, labels) = read_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    Ok(Split {
+        images: img
+            .iter()
+            .map(|&p| (p as f32 * scale - mean) / std)
+            .collect(),
+        labels,
+    })
+}
+
 /// A seeded order of example indices for one epoch, cut into batches on demand.
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
