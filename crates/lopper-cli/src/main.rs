@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             // never prints megabytes.
             eprintln!(
                 "error: {}",
-                lopper_train::recipe::clip(&message(&err), 2000)
+                lopper_model::limits::clip(&message(&err), 2000)
             );
             ExitCode::from(2)
         }

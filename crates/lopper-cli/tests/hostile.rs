@@ -27,21 +27,8 @@ fn idx_images(n: u32) -> Vec<u8> {
 
 /// A small trained LeNet-300-100 `.lop` (2000 images, one epoch).
 fn tiny_model(dir: &Path) -> PathBuf {
-    let recipe = dir.join("tiny.toml");
-    std::fs::write(
-        &recipe,
-        "model = \"lenet300\"\nepochs = 1\ntrain_limit = 2000\n",
-    )
-    .unwrap();
-    let out = dir.join("run");
-    ok(lopper()
-        .args(["train", "--json", "--test-limit", "200", "--recipe"])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap());
-    out.join("model.lop")
+    let recipe = "model = \"lenet300\"\nepochs = 1\ntrain_limit = 2000\n";
+    common::train(dir, recipe, &["--test-limit", "200"]).join("model.lop")
 }
 
 #[test]

@@ -9,21 +9,11 @@ mod common;
 use common::{fails_cleanly, json, lopper, ok};
 
 fn train_tiny(dir: &Path) -> PathBuf {
-    let recipe = dir.join("tiny.toml");
-    std::fs::write(
-        &recipe,
+    common::train(
+        dir,
         "model = \"lenet300\"\nepochs = 2\ntrain_limit = 4000\n[pruning]\nschedule = { kind = \"one_shot\", epoch = 1, target = 0.9 }\n",
+        &[],
     )
-    .unwrap();
-    let out_dir = dir.join("run");
-    ok(lopper()
-        .args(["train", "--json", "--recipe"])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap());
-    out_dir
 }
 
 #[test]

@@ -21,8 +21,8 @@ pub enum ModelError {
         #[source]
         source: Box<ModelError>,
     },
-    #[error("file is over the limit of {limit} bytes (set LOPPER_MAX_FILE_BYTES to raise it)")]
-    FileTooLarge { limit: u64 },
+    #[error("file is over the limit of {limit} bytes (set {var} to raise it)")]
+    FileTooLarge { limit: u64, var: &'static str },
     #[error("truncated: {actual} of {expected} bytes")]
     Truncated { actual: u64, expected: u64 },
     #[error("the tensor data does not match the file's digest (data_xxh3_128 {expected}, computed {actual}): the file is corrupt; --no-verify skips this check")]

@@ -25,10 +25,7 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// The size limit: `LOPPER_MAX_FILE_BYTES` when set to a number, else the default.
 pub fn max_file_bytes() -> u64 {
-    std::env::var("LOPPER_MAX_FILE_BYTES")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_MAX_FILE_BYTES)
+    crate::limits::limit_from_env("LOPPER_MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES)
 }
 
 /// A model in memory: the graph, its weight matrices (in their stored formats) and dense vectors.
@@ -340,18 +337,7 @@ pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
 /// The bytes of the regular file `path`, the read stopped as soon as it passes `limit` (the size
 /// the filesystem reports is not trusted).
 pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModelError> {
-    use crate::limits::{read_file, ReadError};
-    read_file(path, limit, "LOPPER_MAX_FILE_BYTES").map_err(|e| match e {
-        ReadError::Io(source) => ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        ReadError::TooLarge { limit, .. } => ModelError::FileTooLarge { limit }.in_file(path),
-        e @ ReadError::NotAFile => ModelError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        },
-    })
+    crate::limits::read_file(path, limit, "LOPPER_MAX_FILE_BYTES").map_err(|e| e.in_file(path))
 }
 
 static VERIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);

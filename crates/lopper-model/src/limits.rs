@@ -22,6 +22,26 @@ pub enum ReadError {
     NotAFile,
 }
 
+impl ReadError {
+    /// This error as the model crate's error, naming `path`.
+    pub fn in_file(self, path: &Path) -> crate::ModelError {
+        use crate::ModelError;
+        match self {
+            ReadError::Io(source) => ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            ReadError::TooLarge { limit, var } => {
+                ModelError::FileTooLarge { limit, var }.in_file(path)
+            }
+            e @ ReadError::NotAFile => ModelError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        }
+    }
+}
+
 /// The value of the environment variable `var` when it is a number, else `default`.
 pub fn limit_from_env(var: &str, default: u64) -> u64 {
     std::env::var(var)
@@ -60,15 +80,18 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{kept}… ({} more characters)", n - max)
 }
 
-/// Reads all of `r`, stopping with [`ReadError::TooLarge`] as soon as more than `limit` bytes
-/// arrive.
-pub fn read_to_limit(r: impl Read, limit: u64, var: &'static str) -> Result<Vec<u8>, ReadError> {
+/// All of `r` when it holds at most `limit` bytes; `None` as soon as one more arrives (nothing
+/// past `limit + 1` bytes is read or held).
+pub fn read_at_most(r: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     r.take(limit.saturating_add(1)).read_to_end(&mut out)?;
-    if out.len() as u64 > limit {
-        return Err(ReadError::TooLarge { limit, var });
-    }
-    Ok(out)
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// Reads all of `r`, stopping with [`ReadError::TooLarge`] (which names the variable `var` that
+/// raises the limit) as soon as more than `limit` bytes arrive.
+pub fn read_to_limit(r: impl Read, limit: u64, var: &'static str) -> Result<Vec<u8>, ReadError> {
+    read_at_most(r, limit)?.ok_or(ReadError::TooLarge { limit, var })
 }
 
 /// Reads the regular file `path` (FIFOs, devices and sockets are refused before opening, since

@@ -66,6 +66,19 @@ pub fn locate(run: &Path) -> Option<Paths> {
     (legacy.model.is_file() && legacy.state.is_file()).then_some(legacy)
 }
 
+/// The complete checkpoint of the training folder `run`, checked against its manifest: what
+/// export and analysis read.
+pub fn open(run: &Path) -> Result<Paths, CheckpointError> {
+    let paths = locate(run).ok_or_else(|| {
+        fail(
+            run,
+            "holds no training checkpoint (a `lopper train --out` folder has one)",
+        )
+    })?;
+    verify(&paths)?;
+    Ok(paths)
+}
+
 /// One part's size and digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
@@ -250,41 +263,39 @@ pub fn save(
     Ok(Paths::in_dir(cur))
 }
 
-/// The first path (dotted, e.g. `pruning.schedule.target`) at which two JSON values differ.
-pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+/// The first place where two JSON values differ: its path (dotted, with `[i]` for array items,
+/// e.g. `pruning.schedule.target`) and the two values there (`null` for a missing key).
+pub fn first_difference<'a>(
+    a: &'a serde_json::Value,
+    b: &'a serde_json::Value,
+) -> Option<(String, &'a serde_json::Value, &'a serde_json::Value)> {
     use serde_json::Value;
+    static NULL: Value = Value::Null;
+    let under = |step: String, (rest, va, vb): (String, &'a Value, &'a Value)| {
+        let path = if rest.is_empty() || rest.starts_with('[') {
+            format!("{step}{rest}")
+        } else {
+            format!("{step}.{rest}")
+        };
+        (path, va, vb)
+    };
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
             keys.sort();
             keys.dedup();
             keys.into_iter().find_map(|k| {
-                let (va, vb) = (
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                );
-                first_difference(va, vb).map(|rest| {
-                    if rest.is_empty() || rest.starts_with('[') {
-                        format!("{k}{rest}")
-                    } else {
-                        format!("{k}.{rest}")
-                    }
-                })
+                let (va, vb) = (x.get(k).unwrap_or(&NULL), y.get(k).unwrap_or(&NULL));
+                first_difference(va, vb).map(|d| under(k.clone(), d))
             })
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             x.iter().zip(y).enumerate().find_map(|(i, (va, vb))| {
-                first_difference(va, vb).map(|rest| {
-                    if rest.is_empty() {
-                        format!("[{i}]")
-                    } else {
-                        format!("[{i}].{rest}")
-                    }
-                })
+                first_difference(va, vb).map(|d| under(format!("[{i}]"), d))
             })
         }
         _ if a == b => None,
-        _ => Some(String::new()),
+        _ => Some((String::new(), a, b)),
     }
 }
 
@@ -325,13 +336,19 @@ mod tests {
             serde_json::json!({"seed": 1, "pruning": {"schedule": {"target": 0.9}}, "l": [1, 2]});
         let b =
             serde_json::json!({"seed": 1, "pruning": {"schedule": {"target": 0.8}}, "l": [1, 2]});
+        let json = |v: f64| serde_json::json!(v);
+        let (path, x, y) = first_difference(&a, &b).unwrap();
         assert_eq!(
-            first_difference(&a, &b).as_deref(),
-            Some("pruning.schedule.target")
+            (path.as_str(), x, y),
+            ("pruning.schedule.target", &json(0.9), &json(0.8))
         );
         assert_eq!(first_difference(&a, &a), None);
         let c =
             serde_json::json!({"seed": 1, "pruning": {"schedule": {"target": 0.9}}, "l": [1, 3]});
-        assert_eq!(first_difference(&a, &c).as_deref(), Some("l[1]"));
+        let (path, x, y) = first_difference(&a, &c).unwrap();
+        assert_eq!(
+            (path.as_str(), x, y),
+            ("l[1]", &serde_json::json!(2), &serde_json::json!(3))
+        );
     }
 }

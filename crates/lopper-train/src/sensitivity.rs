@@ -57,11 +57,7 @@ fn run<M: Classifier>(
     test: &Split,
     sparsities: &[f64],
 ) -> Result<Sensitivity, TrainError> {
-    let paths = crate::checkpoint::locate(dir).ok_or_else(|| TrainError::Checkpoint {
-        path: dir.to_path_buf(),
-        message: "holds no training checkpoint (a `lopper train --out` folder has one)".into(),
-    })?;
-    crate::checkpoint::verify(&paths)?;
+    let paths = crate::checkpoint::open(dir)?;
     let path = paths.model.clone();
     // A structurally pruned (or L0-folded) checkpoint has the shapes its recorded events leave.
     let fresh = ChannelHistory::template_for(&paths.dir, fresh).map_err(|message| {

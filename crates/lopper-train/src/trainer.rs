@@ -336,8 +336,10 @@ fn run<M: Classifier>(
         final_prune: None,
         recipe: Some(recipe_json.clone()),
     };
-    let ckpt_dir = opts.out_dir.join(checkpoint::DIR);
-    let ckpt = ckpt_dir.join(checkpoint::MODEL_FILE);
+    let ckpt = opts
+        .out_dir
+        .join(checkpoint::DIR)
+        .join(checkpoint::MODEL_FILE);
     if opts.resume {
         if let Some(paths) = checkpoint::locate(&opts.out_dir) {
             (model, optim, masks, state) = resume(model, optim, &paths, recipe, &recipe_json)?;
@@ -722,13 +724,13 @@ fn resume<M: Classifier>(
     let state: State = serde_json::from_str(&text)
         .map_err(|e| err(state_path, format!("not a lopper training state: {e}")))?;
     if let Some(saved) = &state.recipe {
-        if let Some(field) = checkpoint::first_difference(saved, recipe_json) {
+        if let Some((field, was, now)) = checkpoint::first_difference(saved, recipe_json) {
             let show = |v: &serde_json::Value| {
-                let v = field
-                    .split('.')
-                    .try_fold(v, |v, k| v.get(k))
-                    .map_or_else(|| "(unset)".to_string(), |v| v.to_string());
-                crate::recipe::clip(&v, 80)
+                if v.is_null() {
+                    "(unset)".to_string()
+                } else {
+                    lopper_model::limits::clip(&v.to_string(), 80)
+                }
             };
             return Err(err(
                 state_path,
@@ -736,8 +738,8 @@ fn resume<M: Classifier>(
                     "was trained with a different recipe: field '{field}' is {} in the checkpoint \
                      and {} in this recipe; resume with the recipe it was trained with, or start \
                      a new run in another folder",
-                    show(saved),
-                    show(recipe_json)
+                    show(was),
+                    show(now)
                 ),
             ));
         }

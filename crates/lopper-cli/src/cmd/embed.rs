@@ -55,7 +55,7 @@ struct EmbedOutput<'a> {
 
 /// Reads one sentence per non-empty line; an empty file is an error naming it.
 pub fn read_lines(path: &Path, what: &str) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
+    let text = lopper_model::limits::read_text(path)
         .with_context(|| format!("{}: cannot read the {what} file", path.display()))?;
     let lines: Vec<String> = text
         .lines()

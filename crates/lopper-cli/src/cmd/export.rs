@@ -80,9 +80,7 @@ pub fn from_training_dir(
     let data_dir = mnist::locate(data)?;
     let dataset = mnist::load(&data_dir)?;
     let meta = export_meta(zoo.name(), &dataset);
-    let ckpt = lopper_train::checkpoint::locate(dir)
-        .with_context(|| format!("{}: holds no training checkpoint", dir.display()))?;
-    lopper_train::checkpoint::verify(&ckpt)?;
+    let ckpt = lopper_train::checkpoint::open(dir)?;
     Ok(lopper_train::export::export_checkpoint(
         zoo,
         &ckpt.model,

@@ -56,31 +56,15 @@ fn read_input(
     pre: Option<lopper_model::Preprocess>,
 ) -> anyhow::Result<Vec<f32>> {
     let limit = lopper_model::limits::max_input_bytes();
-    let mut head = [0u8; 4];
-    let meta = std::fs::metadata(path)
+    // One bounded read: the file itself is at most the limit, and so is a gzip IDX payload.
+    let bytes = lopper_model::limits::read_file(path, limit, "LOPPER_MAX_INPUT_BYTES")
         .with_context(|| format!("{}: cannot read the input", path.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!(
-            "{}: not a regular file (a FIFO, device or socket): give a file",
-            path.display()
-        );
-    }
-    {
-        use std::io::Read;
-        let f = std::fs::File::open(path)
-            .with_context(|| format!("{}: cannot read the input", path.display()))?;
-        // Up to 4 bytes: a shorter file keeps zeros there and is judged as raw input below.
-        let mut start = Vec::with_capacity(4);
-        f.take(4)
-            .read_to_end(&mut start)
-            .with_context(|| format!("{}: cannot read the input", path.display()))?;
-        head[..start.len()].copy_from_slice(&start);
-    }
-    let is_gzip = head.starts_with(&[0x1f, 0x8b]);
-    let is_idx = head[0] == 0 && head[1] == 0 && head[2] == 0x08;
+    let is_gzip = bytes.starts_with(&[0x1f, 0x8b]);
+    let is_idx = bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08;
     if is_gzip || is_idx {
-        let idx = lopper_train::data::idx::read_idx_limited(
+        let idx = lopper_train::data::idx::parse_idx_limited(
             path,
+            &bytes,
             usize::try_from(limit).unwrap_or(usize::MAX),
         )
         .map_err(|e| match e {
@@ -109,8 +93,6 @@ fn read_input(
             .map(|&v| (v as f32 * p.scale - p.mean) / p.std)
             .collect());
     }
-    let bytes = lopper_model::limits::read_file(path, limit, "LOPPER_MAX_INPUT_BYTES")
-        .with_context(|| format!("{}: cannot read the input", path.display()))?;
     if bytes.len() % 4 != 0 || bytes.is_empty() || (bytes.len() / 4) % features != 0 {
         anyhow::bail!(
             "{}: {} bytes is not a whole number of examples of {features} f32 values (and not an IDX file)",
@@ -132,7 +114,7 @@ fn read_input(
 fn check_raw_f32(path: &Path, v: &[f32]) -> anyhow::Result<()> {
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         anyhow::bail!(
-            "{}: value {i} is {} : inputs must be finite",
+            "{}: value {i} is {}: inputs must be finite",
             path.display(),
             v[i]
         );

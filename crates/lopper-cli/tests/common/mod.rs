@@ -35,3 +35,21 @@ pub fn fails_cleanly(out: Output, mentions: &[&str]) {
         assert!(err.contains(m), "error does not mention '{m}': {err}");
     }
 }
+
+/// Trains `recipe` (TOML text, written to `dir/recipe.toml`) with `lopper train --json` and the
+/// extra flags into `dir/run`, demanding success; returns the run folder.
+pub fn train(dir: &std::path::Path, recipe: &str, extra: &[&str]) -> std::path::PathBuf {
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    let out = dir.join("run");
+    ok(lopper()
+        .args(["train", "--json"])
+        .args(extra)
+        .arg("--recipe")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap());
+    out
+}

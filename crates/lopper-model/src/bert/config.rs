@@ -158,10 +158,7 @@ impl BertConfig {
 
 /// A text file of a model folder; a read failure names the file.
 pub(crate) fn read_text(path: &Path) -> Result<String, ModelError> {
-    std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::limits::read_text(path).map_err(|e| e.in_file(path))
 }
 
 /// Reads a sentence-transformers pooling config; exactly one supported mode must be on.

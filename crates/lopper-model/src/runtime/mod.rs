@@ -1,7 +1,9 @@
 //! The sparse runtime: [`plan`] picks a format and kernel per layer by measurement, [`exec`]
-//! runs a model under a plan with preallocated buffers, [`ops`] holds the non-matmul ops.
+//! runs a model under a plan with preallocated buffers, [`cache`] keeps measured plans next to
+//! the model file, [`ops`] holds the non-matmul ops.
 
 mod buf;
+pub mod cache;
 pub mod exec;
 pub mod ops;
 pub mod plan;

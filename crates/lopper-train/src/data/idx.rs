@@ -90,12 +90,26 @@ pub fn read_idx_limited(path: &Path, limit: usize) -> Result<IdxArray, IdxError>
             "not a regular file (a FIFO, device or socket): give a file",
         )));
     }
-    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let head = std::io::BufRead::fill_buf(&mut file).map_err(io)?;
-    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(file))
+    let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    decode(path, file, limit)
+}
+
+/// Decodes IDX bytes already in memory (raw or gzip), as [`read_idx_limited`] does a file.
+/// `path` only names the source in errors.
+pub fn parse_idx_limited(path: &Path, bytes: &[u8], limit: usize) -> Result<IdxArray, IdxError> {
+    decode(path, bytes, limit)
+}
+
+/// Streams IDX from `r`, gunzipping it when it starts with the gzip magic.
+fn decode(path: &Path, mut r: impl std::io::BufRead, limit: usize) -> Result<IdxArray, IdxError> {
+    let head = r.fill_buf().map_err(|source| IdxError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(r))
     } else {
-        Box::new(file)
+        Box::new(r)
     };
     read_stream(path, reader, limit)
 }
@@ -178,7 +192,7 @@ fn read_stream(path: &Path, mut r: Box<dyn Read + '_>, limit: usize) -> Result<I
 
 /// Parses IDX bytes already in memory. `path` only names the source in errors.
 pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray, IdxError> {
-    read_stream(path, Box::new(bytes), MAX_IDX_BYTES)
+    decode(path, bytes, MAX_IDX_BYTES)
 }
 
 #[cfg(test)]

@@ -64,8 +64,6 @@ pub struct Recipe {
 /// Recipes larger than this are refused before parsing.
 pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
 
-pub use lopper_model::limits::clip;
-
 fn default_seed() -> u64 {
     42
 }
@@ -328,27 +326,22 @@ pub enum L0Gates {
 impl Recipe {
     /// Reads and validates a recipe file.
     pub fn load(path: &Path) -> Result<Self, RecipeError> {
-        use std::io::Read;
         let io = |source| RecipeError::Io {
             path: path.to_path_buf(),
             source,
         };
-        // Read at most one byte past the limit, whatever the file claims to be (a FIFO, a
-        // device), so a huge or endless input is refused without being held in memory.
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .map_err(io)?
-            .take(MAX_RECIPE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > MAX_RECIPE_BYTES {
+        // Whatever the file claims to be (a FIFO, a device), a huge or endless input is refused
+        // without being held in memory.
+        let file = std::fs::File::open(path).map_err(io)?;
+        let Some(bytes) = lopper_model::limits::read_at_most(file, MAX_RECIPE_BYTES).map_err(io)?
+        else {
             return Err(RecipeError::Parse {
                 path: path.to_path_buf(),
                 message: format!(
                     "larger than {MAX_RECIPE_BYTES} bytes: not a recipe (recipes are a few hundred bytes)"
                 ),
             });
-        }
+        };
         let text = String::from_utf8(bytes).map_err(|e| RecipeError::Parse {
             path: path.to_path_buf(),
             message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
@@ -360,7 +353,7 @@ impl Recipe {
     pub fn parse(path: &Path, text: &str) -> Result<Self, RecipeError> {
         let recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError::Parse {
             path: path.to_path_buf(),
-            message: clip(&e.to_string().trim_end().replace('\n', " "), 400),
+            message: lopper_model::limits::clip(&e.to_string().trim_end().replace('\n', " "), 400),
         })?;
         recipe.validate(path)?;
         Ok(recipe)
