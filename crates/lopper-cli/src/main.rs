@@ -51,6 +51,8 @@ enum Command {
     Embed(cmd::embed::EmbedArgs),
     /// One-shot pruning of a pretrained encoder (magnitude, Wanda, SparseGPT; N:M) to a .lop.
     Prune(cmd::prune::PruneArgs),
+    /// Import an ONNX model into a .lop file (every model command also takes .onnx directly).
+    Import(cmd::import::ImportArgs),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -74,6 +76,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Prune(args) => cmd::prune::run(args),
+        Command::Import(args) => cmd::import::run(args),
     }
 }
 

@@ -60,6 +60,9 @@ pub enum ModelError {
     },
     #[error("plan: {0}")]
     Plan(String),
+    /// An ONNX file lopper cannot read or a graph it cannot import (names the node and op).
+    #[error("ONNX: {0}")]
+    Onnx(String),
     /// A model configuration (Hugging Face `config.json`, pooling, tokenizer) lopper cannot run.
     #[error("{0}")]
     Config(String),

@@ -165,6 +165,8 @@ impl Builder {
             kernel: [kh, kw],
             stride: c.stride,
             padding,
+            dilation: [1, 1],
+            groups: 1,
         };
         Ok(self.op(name, op, &[input]))
     }

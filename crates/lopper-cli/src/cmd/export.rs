@@ -1,6 +1,10 @@
 //! `lopper export SOURCE --out FILE.lop [--format auto|dense|csr|bsrRxC] [--dtype f32|i8]`:
 //! writes a `.lop` from a `lopper train` output folder (its checkpoint and `report.json`) or
 //! re-encodes an existing `.lop` (another storage format, or int8 quantization).
+//!
+//! `--to onnx` (the default when `--out` ends in `.onnx`) writes a standard ONNX model instead:
+//! pruned weights become dense initializers with exact zeros, int8 weights are dequantized, and
+//! input and output keep the graph's names (see `lopper_model::export::onnx`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,11 +21,15 @@ use super::model_io::{export_meta, load};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// A `lopper train` output folder, or a `.lop` file to re-encode.
+    /// A `lopper train` output folder, or a `.lop` (or `.onnx`) file to re-encode.
     pub source: PathBuf,
     /// Output file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Output format: lop, or onnx (dense f32 initializers with exact zeros; int8 weights
+    /// dequantized). Default: onnx when --out ends in .onnx, else lop.
+    #[arg(long)]
+    pub to: Option<String>,
     /// Storage per weight: auto (smallest encoding), planned (the format the planner runs the
     /// layer with at batch 1, 1 thread), dense, csr, csr-delta8 (one-byte relative column
     /// indices), or bsrRxC such as bsr4x1.
@@ -101,6 +109,15 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         load(&args.source)?.model
     };
+    let to_onnx = match args.to.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("onnx") => true,
+        Some("lop") => false,
+        Some(other) => anyhow::bail!("unknown --to '{other}': use lop or onnx"),
+        None => lopper_model::import::is_onnx(&args.out),
+    };
+    if to_onnx {
+        return write_onnx(&args, &model, dtype);
+    }
     let out = model.reencoded(choice, dtype).with_context(|| {
         format!(
             "encoding {} as {} {}",
@@ -144,6 +161,42 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             r.file_bytes,
             dense as f64 / bytes as f64,
             dense,
+            nonzero,
+            total
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--to onnx`: the model (quantized first with `--dtype i8`, as lopper would run it) as ONNX.
+fn write_onnx(args: &ExportArgs, model: &Model, dtype: Dtype) -> anyhow::Result<ExitCode> {
+    let model = model.reencoded(StorageChoice::Auto, dtype)?;
+    let bytes = lopper_model::export::onnx::write(&model, &args.out)?;
+    let (total, nonzero, _) = model.weight_stats();
+    let int8 = model
+        .weights
+        .values()
+        .any(|w| w.dtype() == lopper_kernels::Dtype::I8);
+    if args.json {
+        let r = serde_json::json!({
+            "source": args.source.display().to_string(),
+            "out": args.out.display().to_string(),
+            "to": "onnx",
+            "opset": lopper_model::export::onnx::OPSET,
+            "weights": if int8 { "dequantized int8, dense f32" } else { "dense f32" },
+            "file_bytes": bytes,
+            "weights_total": total,
+            "weights_nonzero": nonzero,
+        });
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{}: ONNX opset {}, {} bytes; weights as dense f32 initializers{} ({} of {} nonzero, \
+             pruned ones exact zeros)",
+            args.out.display(),
+            lopper_model::export::onnx::OPSET,
+            bytes,
+            if int8 { ", int8 dequantized" } else { "" },
             nonzero,
             total
         );

@@ -1,4 +1,4 @@
-//! Loading `.lop` files for the model subcommands, and what an export records about the data.
+//! Loading `.lop` (and `.onnx`) files for the model subcommands, and what an export records about the data.
 
 use std::path::{Path, PathBuf};
 
@@ -47,8 +47,8 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
 /// preprocessing; else 0, 1 and −1): weights that overflow when used (finite, but ±3e38) give
 /// NaN there, and are refused unless `allow_nan`.
 pub fn load_checked(path: &Path, allow_nan: bool) -> anyhow::Result<Loaded> {
-    let bytes = lopper_model::file::read_model_bytes(path)?;
-    let model = Model::from_bytes(&bytes).map_err(|e| e.in_file(path))?;
+    // An .onnx file is imported in memory: every model command takes ONNX directly.
+    let (model, bytes) = lopper_model::import::read_any(path)?;
     let loaded = Loaded {
         model,
         path: path.to_path_buf(),

@@ -24,7 +24,8 @@ use super::embed::{embed_all, read_lines};
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Model folder (Hugging Face BERT family) or encoder .lop file.
+    /// Model folder (Hugging Face BERT family), encoder .lop, or any graph model (.onnx or
+    /// .lop): every Linear (MatMul/Gemm with a constant weight) and plain Conv is pruned.
     pub model: PathBuf,
     /// magnitude, wanda (|W|·‖X‖ per output row) or sparsegpt (OBS with weight reconstruction).
     #[arg(long)]
@@ -38,12 +39,19 @@ pub struct PruneArgs {
     /// the BSR 4x1 kernels run with one input load per block.
     #[arg(long)]
     pub pattern: Option<String>,
-    /// Calibration sentences, one per line (real text; needed by wanda and sparsegpt).
+    /// Calibration data (needed by wanda and sparsegpt): sentences, one per line, for encoders;
+    /// model inputs as .npy/.npz for graph models.
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// Held-out sentences for the fidelity report (must not overlap the calibration set).
+    /// Held-out data for the fidelity report, as --calib (must not overlap it).
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// Graph models: layers (node or weight names, comma-separated) to leave dense.
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Graph models: per-layer targets, NAME=SPARSITY or NAME=N:M, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub layer_sparsity: Vec<String>,
     /// Output model file (.lop).
     #[arg(long)]
     pub out: PathBuf,
@@ -139,7 +147,7 @@ fn target_of(args: &PruneArgs) -> anyhow::Result<Target> {
 }
 
 /// `X.lop` -> `X.report.json` / `X.report.md`.
-fn sidecar(out: &Path, ext: &str) -> PathBuf {
+pub fn sidecar(out: &Path, ext: &str) -> PathBuf {
     let stem = out.file_stem().unwrap_or_default().to_string_lossy();
     out.with_file_name(format!("{stem}.report.{ext}"))
 }
@@ -148,6 +156,14 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let target = target_of(&args)?;
     if !(args.damp > 0.0 && args.damp < 1.0) {
         anyhow::bail!("--damp {} is outside (0, 1)", args.damp);
+    }
+    let encoder = !lopper_model::import::is_onnx(&args.model)
+        && lopper_model::bert::file::sniff(&args.model)?;
+    if !encoder {
+        return super::prune_graph::run(&args, target);
+    }
+    if !args.skip.is_empty() || !args.layer_sparsity.is_empty() {
+        anyhow::bail!("--skip and --layer-sparsity apply to graph models (.onnx or graph .lop)");
     }
     let calib_lines = match &args.calib {
         Some(p) => read_lines(p, "calibration")?,
@@ -332,17 +348,25 @@ fn markdown(r: &PruneReport) -> String {
             f.sentences, f.mean_cosine, f.min_cosine, f.spearman
         );
     }
-    s += "| layer | shape [out, in] | sparsity | rel. error |\n|---|---|---|---|\n";
-    for l in &r.per_layer {
+    s + &layer_table(&r.per_layer)
+}
+
+/// The per-layer table of a prune report (encoders and graphs).
+pub fn layer_table(layers: &[PrunedLayer]) -> String {
+    let mut s = String::from(
+        "| layer | shape [out, in] | sparsity | rel. error | note |\n|---|---|---|---|---|\n",
+    );
+    for l in layers {
         s += &format!(
-            "| {} | {}x{} | {:.2} % | {} |\n",
+            "| {} | {}x{} | {:.2} % | {} | {} |\n",
             l.name,
             l.shape[0],
             l.shape[1],
             100.0 * l.sparsity,
             l.rel_error
                 .map(|e| format!("{e:.4}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            l.note.as_deref().unwrap_or("")
         );
     }
     s

@@ -1,7 +1,10 @@
-//! `lopper run MODEL --input FILE [--json]`: predictions and probabilities for the examples in
-//! FILE. An IDX file of 8-bit images (raw or gzip, as Fashion-MNIST ships) is preprocessed as
-//! the model file says; any other file is read as little-endian f32 values already
-//! preprocessed, `[n, input size]` example after example.
+//! `lopper run MODEL --input FILE [--output OUT.npy|.npz] [--json]`: predictions and
+//! probabilities for the examples in FILE. A NumPy `.npy` (or `.npz`, keyed by the graph's input
+//! name) holds `[n, ...input shape]` model inputs; an IDX file of 8-bit images (raw or gzip, as
+//! Fashion-MNIST ships) is preprocessed as the model file says; any other file is read as
+//! little-endian f32 values already preprocessed, `[n, input size]` example after example.
+//! `--output` writes the raw graph outputs `[n, ...output shape]`, under the graph's output name
+//! in an `.npz`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,11 +22,15 @@ use super::model_io::load_checked;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Model file (.lop).
+    /// Model file (.lop or .onnx).
     pub model: PathBuf,
-    /// Input: IDX images (.gz or raw) or raw little-endian f32.
+    /// Input: .npy/.npz (keyed by the graph's input name), IDX images (.gz or raw), or raw
+    /// little-endian f32.
     #[arg(long)]
     pub input: PathBuf,
+    /// Write the graph's outputs to this .npy or .npz (keyed by the graph's output name).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
     /// Print JSON: outputs (raw graph output), predictions, labels and probabilities.
     #[arg(long)]
     pub json: bool,
@@ -50,15 +57,16 @@ struct RunOutput {
 }
 
 /// Reads the examples in `path` as model input `[n, features]`.
-fn read_input(
-    path: &Path,
-    features: usize,
-    pre: Option<lopper_model::Preprocess>,
-) -> anyhow::Result<Vec<f32>> {
+fn read_input(path: &Path, spec: &lopper_model::InputSpec) -> anyhow::Result<Vec<f32>> {
+    let features: usize = spec.shape.iter().product();
+    let pre = spec.preprocess;
     let limit = lopper_model::limits::max_input_bytes();
     // One bounded read: the file itself is at most the limit, and so is a gzip IDX payload.
     let bytes = lopper_model::limits::read_file(path, limit, "LOPPER_MAX_INPUT_BYTES")
         .with_context(|| format!("{}: cannot read the input", path.display()))?;
+    if super::npy::is_numpy(path) {
+        return super::npy::read_input(path, &bytes, &spec.name, &spec.shape);
+    }
     let is_gzip = bytes.starts_with(&[0x1f, 0x8b]);
     let is_idx = bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08;
     if is_gzip || is_idx {
@@ -145,7 +153,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = load_checked(&args.model, args.allow_nan)?;
     let model = &loaded.model;
     let f = model.graph.input_len();
-    let x = read_input(&args.input, f, model.graph.input.preprocess)?;
+    let x = read_input(&args.input, &model.graph.input)?;
     let n = x.len() / f;
     if n == 0 {
         anyhow::bail!("{}: holds 0 examples", args.input.display());
@@ -171,6 +179,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             outputs.iter().flatten().copied(),
             &format!("{}: output", args.model.display()),
         )?;
+    }
+    if let Some(path) = &args.output {
+        let mut dims = vec![n];
+        dims.extend(&model.shapes[&model.graph.output]);
+        let flat: Vec<f32> = outputs.iter().flatten().copied().collect();
+        super::npy::write_output(path, &model.graph.output, &dims, &flat)?;
     }
     let already_softmax = model
         .graph

@@ -1,4 +1,4 @@
-//! One-shot pruning of a pretrained encoder without retraining: magnitude, Wanda (Sun et al.
+//! One-shot pruning of a pretrained encoder (and of any graph: [`graph`]) without retraining: magnitude, Wanda (Sun et al.
 //! 2023: `|W_ij| · ‖X_j‖₂`, compared within each output row) and SparseGPT (OBS reconstruction,
 //! [`sparsegpt`]), each unstructured or N:M.
 //!
@@ -8,6 +8,7 @@
 //! `[out, in]`; calibration inputs are feature-major `[in, T]` over real (unpadded) tokens.
 
 pub mod fidelity;
+pub mod graph;
 pub mod linalg;
 pub mod sparsegpt;
 
@@ -412,6 +413,9 @@ pub struct PrunedLayer {
     /// `H`; only with SparseGPT, which computes `H` anyway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rel_error: Option<f64>,
+    /// Why the layer was not pruned, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `‖(W' - W) X‖² / ‖W X‖²` computed as `Σ_r dᵣᵀ H dᵣ / Σ_r wᵣᵀ H wᵣ`.
@@ -510,6 +514,7 @@ pub fn prune_bert(
                     shape: [rows, cols],
                     sparsity: zeros as f64 / (rows * cols) as f64,
                     rel_error: rel,
+                    note: None,
                 };
                 progress(&rec);
                 records.push(rec);

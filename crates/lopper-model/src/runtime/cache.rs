@@ -55,11 +55,17 @@ fn read_cache(path: &Path) -> PlanCache {
 /// non-negative times. (A hand-edited or stale cache otherwise runs a kernel on a format it was
 /// not measured on, or ranks candidates by nonsense.)
 pub fn cached_plan_problem(p: &Plan, model: &Model) -> Option<String> {
-    if p.layers.len() != model.weights.len() {
+    // Grouped and dilated convolutions have no plan entry: nothing is chosen for them.
+    let planned = model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op.weight().is_some() && !n.op.is_general_conv())
+        .count();
+    if p.layers.len() != planned {
         return Some(format!(
-            "{} layers, the model has {} weight layers",
-            p.layers.len(),
-            model.weights.len()
+            "{} layers, the model has {planned} planned weight layers",
+            p.layers.len()
         ));
     }
     for l in &p.layers {

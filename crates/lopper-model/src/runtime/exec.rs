@@ -13,6 +13,7 @@ use lopper_kernels::conv::ConvKernel;
 use lopper_kernels::{execute, registry, Kernel, Partition, WeightMatrix};
 
 use super::buf::AlignedBuf;
+use super::general::{self, GroupConv, MapFn};
 use super::ops::{self, Window};
 use super::plan::{parse_kind, Plan};
 use crate::convert::encode_as;
@@ -100,6 +101,26 @@ enum Step {
         x: usize,
         y: usize,
     },
+    Map {
+        f: MapFn,
+        x: usize,
+        y: usize,
+    },
+    /// A dilated convolution (one group): dilated im2col patches times the dense weight.
+    DilatedConv {
+        mm: Matmul,
+        c: GroupConv,
+        x: usize,
+        y: usize,
+    },
+    GroupConv {
+        c: GroupConv,
+        /// Dense `[out, in/groups * kh * kw]`.
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        x: usize,
+        y: usize,
+    },
 }
 
 /// The compiled graph for one product width: steps and their buffers.
@@ -158,9 +179,68 @@ impl Core {
             let in_shape = &model.shapes[&node.inputs[0]];
             let out_shape = &model.shapes[&node.output];
             let step = match &node.op {
-                Op::Flatten => {
+                Op::Flatten | Op::Reshape { .. } => {
                     buf_of.insert(&node.output, x);
                     continue;
+                }
+                Op::Clip { .. } | Op::Sigmoid | Op::Tanh | Op::HardSwish => {
+                    let f = match node.op {
+                        Op::Clip { min, max } => MapFn::Clip { min, max },
+                        Op::Sigmoid => MapFn::Sigmoid,
+                        Op::Tanh => MapFn::Tanh,
+                        _ => MapFn::HardSwish,
+                    };
+                    Step::Map {
+                        f,
+                        x,
+                        y: fresh(&mut sizes),
+                    }
+                }
+                Op::Conv2d {
+                    weight,
+                    bias,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                } if node.op.is_general_conv() => {
+                    // The window's output size comes from the validated (dilated) shapes.
+                    let g = window(in_shape, out_shape, *kernel, *stride, *padding);
+                    let c = GroupConv {
+                        g,
+                        dil: *dilation,
+                        groups: *groups,
+                        out_c: out_shape[0],
+                    };
+                    let dense = model.weights[weight].to_dense();
+                    let bias = bias.as_ref().map(|b| model.vectors[b].clone());
+                    if *groups == 1 {
+                        let width = g.oh * g.ow * batch;
+                        let w = WeightMatrix::Dense(dense);
+                        let kernel = registry::select(&w, width, lopper_kernels::Isa::selected())
+                            .ok_or_else(|| {
+                            ModelError::Plan(format!("node '{}': no dense kernel", node.name))
+                        })?;
+                        scratch_len = scratch_len.max(w.cols() * width);
+                        let mm =
+                            Matmul::new(&node.name, w, MmKernel::Gemm(kernel), 1, bias, width)?;
+                        Step::DilatedConv {
+                            mm,
+                            c,
+                            x,
+                            y: fresh(&mut sizes),
+                        }
+                    } else {
+                        scratch_len = scratch_len.max(general::group_conv_scratch(&c, batch));
+                        Step::GroupConv {
+                            c,
+                            w: dense.into_vec(),
+                            bias,
+                            x,
+                            y: fresh(&mut sizes),
+                        }
+                    }
                 }
                 Op::Relu => {
                     // In place when this ReLU is the only reader of its input's buffer.
@@ -269,7 +349,10 @@ impl Core {
                 | Step::Pool { y, .. }
                 | Step::GlobalAvg { y, .. }
                 | Step::Add { y, .. }
-                | Step::Softmax { y, .. } => *y,
+                | Step::Softmax { y, .. }
+                | Step::Map { y, .. }
+                | Step::DilatedConv { y, .. }
+                | Step::GroupConv { y, .. } => *y,
             };
             buf_of.insert(&node.output, y);
             steps.push(step);
@@ -417,6 +500,30 @@ impl Core {
                 Step::Softmax { f, x, y } => {
                     let mut out = std::mem::take(&mut bufs[*y]);
                     ops::softmax(&bufs[*x], *f, self.batch, &mut out);
+                    bufs[*y] = out;
+                }
+                Step::Map { f, x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    general::map(*f, &bufs[*x], &mut out);
+                    bufs[*y] = out;
+                }
+                Step::DilatedConv { mm, c, x, y } => {
+                    let patches = &mut scratch[..mm.w.cols() * mm.n];
+                    general::dilated_im2col(c, &bufs[*x], self.batch, patches);
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    let r = mm.run(patches, &mut out);
+                    bufs[*y] = out;
+                    r?;
+                }
+                Step::GroupConv { c, w, bias, x, y } => {
+                    let mut out = std::mem::take(&mut bufs[*y]);
+                    let pad = general::group_conv_scratch(c, self.batch);
+                    if pad > 0 {
+                        let (xb, sc) = (&bufs[*x], &mut scratch[..pad]);
+                        general::depthwise_single(c, w, bias.as_deref(), xb, &mut out, sc);
+                    } else {
+                        general::group_conv(c, w, bias.as_deref(), &bufs[*x], self.batch, &mut out);
+                    }
                     bufs[*y] = out;
                 }
             }

@@ -324,6 +324,10 @@ pub fn make_plan(
         let Some(wname) = node.op.weight() else {
             continue;
         };
+        // Grouped and dilated convolutions run one dense loop: nothing to choose.
+        if node.op.is_general_conv() {
+            continue;
+        }
         let stored = &model.weights[wname];
         let n = product_width(model, node, sub);
         let geom = conv_geometry(model, node);

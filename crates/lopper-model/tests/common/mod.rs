@@ -110,6 +110,8 @@ fn conv(w: &str, k: usize, s: usize, p: usize, bias: bool) -> Op {
         kernel: [k, k],
         stride: [s, s],
         padding: [p, p],
+        dilation: [1, 1],
+        groups: 1,
     }
 }
 
@@ -225,6 +227,17 @@ pub fn reference(model: &Model, input: &[f32], batch: usize) -> Vec<f32> {
             let vecs =
                 |k: &str| -> Vec<f64> { model.vectors[k].iter().map(|&v| v as f64).collect() };
             let y: Vec<f64> = match &n.op {
+                Op::Reshape { .. } => x.clone(),
+                Op::Clip { min, max } => x
+                    .iter()
+                    .map(|&v| v.clamp(*min as f64, *max as f64))
+                    .collect(),
+                Op::Sigmoid => x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
+                Op::Tanh => x.iter().map(|&v| v.tanh()).collect(),
+                Op::HardSwish => x
+                    .iter()
+                    .map(|&v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0)
+                    .collect(),
                 Op::Flatten | Op::Relu => x
                     .iter()
                     .map(|&v| {
@@ -253,6 +266,8 @@ pub fn reference(model: &Model, input: &[f32], batch: usize) -> Vec<f32> {
                     kernel,
                     stride,
                     padding,
+                    dilation,
+                    groups,
                 } => {
                     let w = model.weights[weight].to_dense();
                     let b = bias.as_ref().map(|b| vecs(b));
@@ -263,17 +278,19 @@ pub fn reference(model: &Model, input: &[f32], batch: usize) -> Vec<f32> {
                         for oy in 0..oh {
                             for ox in 0..ow {
                                 let mut s = b.as_ref().map_or(0.0, |b| b[o]);
-                                for ci in 0..c {
+                                let (ipg, opg) = (c / groups, oc / groups);
+                                for ci in 0..ipg {
+                                    let cin = (o / opg) * ipg + ci;
                                     for ky in 0..kernel[0] {
                                         for kx in 0..kernel[1] {
-                                            let iy = (oy * stride[0] + ky) as isize
+                                            let iy = (oy * stride[0] + ky * dilation[0]) as isize
                                                 - padding[0] as isize;
-                                            let ix = (ox * stride[1] + kx) as isize
+                                            let ix = (ox * stride[1] + kx * dilation[1]) as isize
                                                 - padding[1] as isize;
                                             if iy >= 0 && iy < h && ix >= 0 && ix < wd {
                                                 let col = (ci * kernel[0] + ky) * kernel[1] + kx;
                                                 s += w.get(o, col) as f64
-                                                    * x[((ci as isize * h + iy) * wd + ix)
+                                                    * x[((cin as isize * h + iy) * wd + ix)
                                                         as usize];
                                             }
                                         }

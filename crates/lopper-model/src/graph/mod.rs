@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+mod json;
+
 /// Version of the file format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -92,6 +94,11 @@ pub enum Op {
         kernel: [usize; 2],
         stride: [usize; 2],
         padding: [usize; 2],
+        /// Spacing of the kernel taps (1 = adjacent).
+        dilation: [usize; 2],
+        /// Channel groups: the weight is `[out, in/groups * kh * kw]` (PyTorch and ONNX's
+        /// `[out, in/groups, kh, kw]`); `groups == in == out` is a depthwise convolution.
+        groups: usize,
     },
     BatchNorm {
         gamma: String,
@@ -113,6 +120,20 @@ pub enum Op {
     Add,
     Flatten,
     Softmax,
+    /// `min(max(x, min), max)` (ReLU6 is `Clip { 0, 6 }`).
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    Sigmoid,
+    Tanh,
+    /// `x * relu6(x + 3) / 6`.
+    HardSwish,
+    /// A new per-example shape with the same number of elements, in the same row-major order:
+    /// the bytes do not move (batch is innermost in the runtime's layout).
+    Reshape {
+        shape: Vec<usize>,
+    },
 }
 
 impl Op {
@@ -128,6 +149,11 @@ impl Op {
             Op::Add => "add",
             Op::Flatten => "flatten",
             Op::Softmax => "softmax",
+            Op::Clip { .. } => "clip",
+            Op::Sigmoid => "sigmoid",
+            Op::Tanh => "tanh",
+            Op::HardSwish => "hardswish",
+            Op::Reshape { .. } => "reshape",
         }
     }
 
@@ -137,6 +163,12 @@ impl Op {
             Op::Linear { weight, .. } | Op::Conv2d { weight, .. } => Some(weight),
             _ => None,
         }
+    }
+
+    /// A convolution the im2col and direct kernels do not run (grouped or dilated): the runtime
+    /// runs it with its own dense loop, and the planner has nothing to choose for it.
+    pub fn is_general_conv(&self) -> bool {
+        matches!(self, Op::Conv2d { groups, dilation, .. } if *groups != 1 || *dilation != [1, 1])
     }
 
     /// Dense vectors (biases, BatchNorm parameters) this op reads.
@@ -176,154 +208,6 @@ pub struct Graph {
     pub nodes: Vec<Node>,
 }
 
-/// The flat JSON form of a node: one object with the fields of every op, checked per op.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeJson {
-    name: String,
-    op: String,
-    inputs: Vec<String>,
-    output: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    weight: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    bias: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kernel: Option<[usize; 2]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    stride: Option<[usize; 2]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    padding: Option<[usize; 2]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    gamma: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    beta: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    mean: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    var: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    eps: Option<f32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GraphJson {
-    name: String,
-    input: InputSpec,
-    #[serde(default)]
-    labels: Vec<String>,
-    output: String,
-    weights: BTreeMap<String, WeightSpec>,
-    nodes: Vec<NodeJson>,
-}
-
-fn need<T>(v: Option<T>, node: &str, field: &str) -> Result<T, ModelError> {
-    v.ok_or_else(|| ModelError::graph(format!("node '{node}': missing field '{field}'")))
-}
-
-impl NodeJson {
-    fn into_node(self) -> Result<Node, ModelError> {
-        let n = self.name.clone();
-        let window = |k: Option<[usize; 2]>, s: Option<[usize; 2]>| -> Result<_, ModelError> {
-            Ok((need(k, &n, "kernel")?, s.or(k).unwrap_or([1, 1])))
-        };
-        let op = match self.op.as_str() {
-            "linear" => Op::Linear {
-                weight: need(self.weight, &n, "weight")?,
-                bias: self.bias,
-            },
-            "conv2d" => Op::Conv2d {
-                weight: need(self.weight, &n, "weight")?,
-                bias: self.bias,
-                kernel: need(self.kernel, &n, "kernel")?,
-                stride: self.stride.unwrap_or([1, 1]),
-                padding: self.padding.unwrap_or([0, 0]),
-            },
-            "batchnorm" => Op::BatchNorm {
-                gamma: need(self.gamma, &n, "gamma")?,
-                beta: need(self.beta, &n, "beta")?,
-                mean: need(self.mean, &n, "mean")?,
-                var: need(self.var, &n, "var")?,
-                eps: need(self.eps, &n, "eps")?,
-            },
-            "relu" => Op::Relu,
-            "maxpool" => {
-                let (kernel, stride) = window(self.kernel, self.stride)?;
-                Op::MaxPool { kernel, stride }
-            }
-            "avgpool" => {
-                let (kernel, stride) = window(self.kernel, self.stride)?;
-                Op::AvgPool { kernel, stride }
-            }
-            "global_avgpool" => Op::GlobalAvgPool,
-            "add" => Op::Add,
-            "flatten" => Op::Flatten,
-            "softmax" => Op::Softmax,
-            other => {
-                return Err(ModelError::graph(format!(
-                    "node '{n}': unknown op '{other}' (supported: linear, conv2d, batchnorm, relu, \
-                     maxpool, avgpool, global_avgpool, add, flatten, softmax)"
-                )))
-            }
-        };
-        Ok(Node {
-            name: self.name,
-            op,
-            inputs: self.inputs,
-            output: self.output,
-        })
-    }
-
-    fn from_node(node: &Node) -> Self {
-        let mut j = NodeJson {
-            name: node.name.clone(),
-            op: node.op.name().to_string(),
-            inputs: node.inputs.clone(),
-            output: node.output.clone(),
-            ..Default::default()
-        };
-        match &node.op {
-            Op::Linear { weight, bias } => {
-                j.weight = Some(weight.clone());
-                j.bias = bias.clone();
-            }
-            Op::Conv2d {
-                weight,
-                bias,
-                kernel,
-                stride,
-                padding,
-            } => {
-                j.weight = Some(weight.clone());
-                j.bias = bias.clone();
-                j.kernel = Some(*kernel);
-                j.stride = Some(*stride);
-                j.padding = Some(*padding);
-            }
-            Op::BatchNorm {
-                gamma,
-                beta,
-                mean,
-                var,
-                eps,
-            } => {
-                j.gamma = Some(gamma.clone());
-                j.beta = Some(beta.clone());
-                j.mean = Some(mean.clone());
-                j.var = Some(var.clone());
-                j.eps = Some(*eps);
-            }
-            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
-                j.kernel = Some(*kernel);
-                j.stride = Some(*stride);
-            }
-            Op::Relu | Op::GlobalAvgPool | Op::Add | Op::Flatten | Op::Softmax => {}
-        }
-        j
-    }
-}
-
 /// Output side of a window op: `(size + 2 pad - k) / s + 1`, or an error when it does not fit.
 pub fn window_out(size: usize, k: usize, s: usize, pad: usize) -> Option<usize> {
     if k == 0 || s == 0 || k > MAX_WINDOW || s > MAX_WINDOW || pad > MAX_WINDOW {
@@ -334,36 +218,6 @@ pub fn window_out(size: usize, k: usize, s: usize, pad: usize) -> Option<usize> 
 }
 
 impl Graph {
-    pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let g: GraphJson =
-            serde_json::from_str(text).map_err(|e| ModelError::GraphJson(e.to_string()))?;
-        let nodes = g
-            .nodes
-            .into_iter()
-            .map(NodeJson::into_node)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Graph {
-            name: g.name,
-            input: g.input,
-            labels: g.labels,
-            output: g.output,
-            weights: g.weights,
-            nodes,
-        })
-    }
-
-    pub fn to_json(&self) -> String {
-        let g = GraphJson {
-            name: self.name.clone(),
-            input: self.input.clone(),
-            labels: self.labels.clone(),
-            output: self.output.clone(),
-            weights: self.weights.clone(),
-            nodes: self.nodes.iter().map(NodeJson::from_node).collect(),
-        };
-        serde_json::to_string(&g).unwrap_or_default()
-    }
-
     /// Elements of one input example.
     pub fn input_len(&self) -> usize {
         self.input.shape.iter().product()
@@ -514,7 +368,8 @@ impl Graph {
         Ok(shapes)
     }
 
-    fn infer(
+    /// The output shape of `node` from its input shapes (per example); errors name the node.
+    pub(crate) fn infer(
         &self,
         node: &Node,
         ins: &[Vec<usize>],
@@ -559,19 +414,35 @@ impl Graph {
                 kernel,
                 stride,
                 padding,
+                dilation,
+                groups,
             } => {
                 let [c, h, wd] = chw()?;
                 let [rows, cols] = weight(w)?.shape;
-                let k = c
+                let g = *groups;
+                if g == 0 || c % g != 0 || rows % g != 0 {
+                    return Err(err(format!(
+                        "{g} groups do not divide {c} input and {rows} output channels"
+                    )));
+                }
+                let k = (c / g)
                     .checked_mul(kernel[0])
                     .and_then(|v| v.checked_mul(kernel[1]));
                 if k != Some(cols) {
                     return Err(err(format!(
-                        "weight has {cols} columns, but {c} channels x {kernel:?} kernel need {k:?}"
+                        "weight has {cols} columns, but {c} channels / {g} groups x {kernel:?} \
+                         kernel need {k:?}"
                     )));
                 }
-                let oh = window_out(h, kernel[0], stride[0], padding[0]);
-                let ow = window_out(wd, kernel[1], stride[1], padding[1]);
+                let span =
+                    |k: usize, d: usize| (d > 0 && d <= MAX_WINDOW).then(|| d * (k.max(1) - 1) + 1);
+                let (Some(sh), Some(sw)) =
+                    (span(kernel[0], dilation[0]), span(kernel[1], dilation[1]))
+                else {
+                    return Err(err(format!("dilation {dilation:?} must be in 1..=4096")));
+                };
+                let oh = window_out(h, sh, stride[0], padding[0]);
+                let ow = window_out(wd, sw, stride[1], padding[1]);
                 let (Some(oh), Some(ow)) = (oh, ow) else {
                     return Err(err(format!(
                         "kernel {kernel:?}, stride {stride:?}, padding {padding:?} do not fit input {x:?}"
@@ -596,8 +467,23 @@ impl Graph {
                 }
                 x.clone()
             }
-            Op::Relu | Op::Softmax => {
-                if node.op == Op::Softmax && x.len() != 1 {
+            Op::Relu | Op::Sigmoid | Op::Tanh | Op::HardSwish => x.clone(),
+            Op::Clip { min, max } => {
+                if min.is_nan() || max.is_nan() || min > max {
+                    return Err(err(format!("min {min} must not exceed max {max}")));
+                }
+                x.clone()
+            }
+            Op::Reshape { shape } => {
+                if shape.is_empty() || shape.len() > 4 || checked_elems(shape) != checked_elems(x) {
+                    return Err(err(format!(
+                        "cannot reshape {x:?} to {shape:?} (1 to 4 dimensions, same element count)"
+                    )));
+                }
+                shape.clone()
+            }
+            Op::Softmax => {
+                if x.len() != 1 {
                     return Err(err(format!("needs a [F] input, got {x:?}")));
                 }
                 x.clone()

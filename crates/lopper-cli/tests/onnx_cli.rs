@@ -1,0 +1,197 @@
+//! The ONNX loop through the binary: import, run an `.onnx` directly with `.npy`/`.npz` inputs
+//! and outputs, prune it one-shot, bench it, and export back to ONNX (which imports again to the
+//! same outputs). ONNX Runtime's own check of the exported files is `scripts/check-onnx.py`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fails_cleanly, json, lopper, ok};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lopper-model/tests/fixtures/onnx")
+        .join(name)
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lopper-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn outputs(v: &serde_json::Value) -> Vec<f64> {
+    v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect()
+}
+
+fn run_json(model: &Path, input: &Path, extra: &[&str]) -> serde_json::Value {
+    json(&ok(lopper()
+        .arg("run")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap()))
+}
+
+#[test]
+fn import_run_prune_bench_and_export_an_onnx_model() {
+    let dir = tempdir("onnx");
+    let onnx = fixture("mobilenet_block.onnx");
+    let input = fixture("mobilenet_block.input.npy");
+
+    let lop = dir.join("m.lop");
+    let r = json(&ok(lopper()
+        .arg("import")
+        .arg(&onnx)
+        .arg("--out")
+        .arg(&lop)
+        .arg("--json")
+        .output()
+        .unwrap()));
+    assert_eq!(r["input"], "input");
+    assert_eq!(r["output_shape"], serde_json::json!([10]));
+    assert_eq!(r["ops"]["conv2d"], 8);
+
+    // The .onnx runs directly, and as the imported .lop, to the same outputs.
+    let direct = run_json(&onnx, &input, &[]);
+    assert_eq!(direct["batch"], 3);
+    let via_lop = run_json(&lop, &input, &[]);
+    assert_eq!(outputs(&direct), outputs(&via_lop));
+
+    // .npz out, keyed by the graph's output name; .npz in, keyed by the input name.
+    let npz = dir.join("y.npz");
+    let _ = run_json(&onnx, &input, &["--output", npz.to_str().unwrap()]);
+    assert!(std::fs::metadata(&npz).unwrap().len() > 100);
+    let out_npy = dir.join("y.npy");
+    let _ = run_json(&onnx, &input, &["--output", out_npy.to_str().unwrap()]);
+
+    let pruned = dir.join("m90.lop");
+    let r = json(&ok(lopper()
+        .arg("prune")
+        .arg(&onnx)
+        .args(["--method", "wanda", "--sparsity", "0.9", "--json"])
+        .arg("--calib")
+        .arg(&input)
+        .arg("--out")
+        .arg(&pruned)
+        .output()
+        .unwrap()));
+    assert_eq!(r["calib_examples"], 3);
+    let layers = r["per_layer"].as_array().unwrap();
+    assert_eq!(layers.len(), 9);
+    assert!(layers
+        .iter()
+        .filter(|l| l["note"].is_null())
+        // Wanda keeps a whole number per output row: 2 of 16 inputs is 87.5 %.
+        .all(|l| (l["sparsity"].as_f64().unwrap() - 0.9).abs() < 0.03));
+    assert!(dir.join("m90.report.md").exists());
+
+    let b = json(&ok(lopper()
+        .arg("bench")
+        .arg(&pruned)
+        .args(["--batch", "2", "--threads", "1", "--json"])
+        .output()
+        .unwrap()));
+    assert_eq!(b["batch"], 2);
+    assert!(b["sparse_ns"].as_f64().unwrap() > 0.0 && b["dense_ns"].as_f64().unwrap() > 0.0);
+
+    // Back to ONNX: the exported file imports again and gives lopper's outputs.
+    let back = dir.join("m90.onnx");
+    ok(lopper()
+        .arg("export")
+        .arg(&pruned)
+        .args(["--to", "onnx", "--out"])
+        .arg(&back)
+        .output()
+        .unwrap());
+    let a = outputs(&run_json(&pruned, &input, &[]));
+    let c = outputs(&run_json(&back, &input, &[]));
+    for (x, y) in a.iter().zip(&c) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_onnx_inputs_fail_cleanly() {
+    let dir = tempdir("onnx-bad");
+    let onnx = fixture("mlp.onnx");
+    // An input array of the wrong shape.
+    let wrong = fixture("mobilenet_block.input.npy");
+    fails_cleanly(
+        lopper()
+            .arg("run")
+            .arg(&onnx)
+            .arg("--input")
+            .arg(&wrong)
+            .output()
+            .unwrap(),
+        &[
+            "mobilenet_block.input.npy",
+            "does not fit the model's input [n, 64]",
+        ],
+    );
+    // Text calibration for a graph model.
+    let txt = dir.join("calib.txt");
+    std::fs::write(&txt, "a sentence\n").unwrap();
+    fails_cleanly(
+        lopper()
+            .arg("prune")
+            .arg(&onnx)
+            .args(["--method", "wanda", "--sparsity", "0.5", "--out"])
+            .arg(dir.join("x.lop"))
+            .arg("--calib")
+            .arg(&txt)
+            .output()
+            .unwrap(),
+        &["calib.txt", ".npy or .npz"],
+    );
+    // Calibration and evaluation sharing examples.
+    let x = fixture("mlp.input.npy");
+    fails_cleanly(
+        lopper()
+            .arg("prune")
+            .arg(&onnx)
+            .args(["--method", "wanda", "--sparsity", "0.5", "--out"])
+            .arg(dir.join("x.lop"))
+            .arg("--calib")
+            .arg(&x)
+            .arg("--eval")
+            .arg(&x)
+            .output()
+            .unwrap(),
+        &["share 3 examples"],
+    );
+    fails_cleanly(
+        lopper()
+            .arg("export")
+            .arg(&onnx)
+            .args(["--to", "tflite", "--out"])
+            .arg(dir.join("x.tflite"))
+            .output()
+            .unwrap(),
+        &["unknown --to 'tflite'"],
+    );
+    let not_onnx = dir.join("fake.onnx");
+    std::fs::write(&not_onnx, b"hello").unwrap();
+    fails_cleanly(
+        lopper()
+            .arg("import")
+            .arg(&not_onnx)
+            .arg("--out")
+            .arg(dir.join("y.lop"))
+            .output()
+            .unwrap(),
+        &["fake.onnx", "ONNX"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

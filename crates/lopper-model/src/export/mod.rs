@@ -1,0 +1,3 @@
+//! Exporters: lopper models written in other tools' formats ([`onnx`]).
+
+pub mod onnx;
