@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Makes the ONNX fixtures lopper's import tests run on: small models written by PyTorch's own
-exporter (torch.onnx.export), not by lopper, with an input batch and ONNX Runtime's outputs.
+exporter (torch.onnx.export), not by lopper, with an input batch and ONNX Runtime's outputs: an MLP, a MobileNet-style block (depthwise,
+residual, dilation) and a ResNet stem with a padded max-pool.
 
     python3 -m venv ~/.venvs/peers && ~/.venvs/peers/bin/pip install torch onnx onnxruntime numpy
     ~/.venvs/peers/bin/python scripts/make-onnx-fixtures.py
@@ -89,6 +90,39 @@ class Cnn(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block with a strided 1x1 projection shortcut."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        return torch.relu(self.b2(self.c2(y)) + self.down(x))
+
+
+class ResNetStem(nn.Module):
+    """torchvision ResNet's stem (7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool with
+    padding 1), one basic block, global average pool, torch.flatten, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.block = BasicBlock(16, 32, 2)
+        self.gap = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.block(self.pool(self.stem(x)))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
 def export(name, model, shape, g):
     model.eval()
     x = torch.randn(3, *shape, generator=g)
@@ -118,6 +152,9 @@ def main():
     cnn = Cnn()
     randomize_bn(cnn, g)
     export("mobilenet_block", cnn, (3, 32, 32), g)
+    res = ResNetStem()
+    randomize_bn(res, g)
+    export("resnet_stem", res, (3, 40, 40), g)
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}", file=sys.stderr)
 
 

@@ -16,6 +16,7 @@
 pub mod attention;
 pub mod bench;
 pub mod conv;
+pub mod depthwise;
 pub mod error;
 pub mod format;
 pub mod isa;

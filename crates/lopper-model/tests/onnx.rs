@@ -65,7 +65,7 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-const FIXTURES: [&str; 2] = ["mlp", "mobilenet_block"];
+const FIXTURES: [&str; 3] = ["mlp", "mobilenet_block", "resnet_stem"];
 
 #[test]
 fn torch_exports_match_onnx_runtime_as_imported_and_after_round_trips() {
@@ -125,6 +125,29 @@ fn the_mobilenet_block_keeps_its_depthwise_and_dilated_convolutions() {
         "{ops:?}"
     );
     assert_eq!(ops.iter().filter(|o| **o == "clip").count(), 5, "{ops:?}");
+}
+
+#[test]
+fn the_resnet_stem_keeps_its_padded_max_pool() {
+    let (model, _) = read_any(&fixture("resnet_stem.onnx")).expect("import");
+    let pools: Vec<[usize; 2]> = model
+        .graph
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            lopper_model::Op::MaxPool { padding, .. } => Some(padding),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pools, vec![[1, 1]]);
+    // Stem 40 -> 20 (7x7 stride 2 pad 3), pool 20 -> 10 (3x3 stride 2 pad 1).
+    let pool = model
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.op.name() == "maxpool")
+        .unwrap();
+    assert_eq!(model.shapes[&pool.output], vec![16, 10, 10]);
 }
 
 #[test]

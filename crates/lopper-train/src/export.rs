@@ -221,6 +221,7 @@ impl Export for Lenet5 {
             return self.shrunk().export(meta);
         }
         let pool = Op::MaxPool {
+            padding: [0, 0],
             kernel: self.pool.kernel_size,
             stride: self.pool.stride,
         };

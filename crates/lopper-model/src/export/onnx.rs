@@ -169,15 +169,15 @@ pub fn to_onnx(model: &Model) -> Result<proto::ModelProto, ModelError> {
                 w.inits.push(f32_initializer(&hi, &[], &[*max]));
                 w.node("Clip", name, &[x, &lo, &hi], out, vec![]);
             }
-            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
-                let op = if matches!(node.op, Op::MaxPool { .. }) {
-                    "MaxPool"
-                } else {
-                    "AveragePool"
+            Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride } => {
+                let (op, p) = match &node.op {
+                    Op::MaxPool { padding, .. } => ("MaxPool", *padding),
+                    _ => ("AveragePool", [0, 0]),
                 };
                 let attrs = vec![
                     attr_ints("kernel_shape", kernel),
                     attr_ints("strides", stride),
+                    attr_ints("pads", &[p[0], p[1], p[0], p[1]]),
                 ];
                 w.node(op, name, &[x], out, attrs);
             }

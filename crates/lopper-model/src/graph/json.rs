@@ -101,7 +101,8 @@ impl NodeJson {
                 "weight", "bias", "kernel", "stride", "padding", "dilation", "groups",
             ],
             "batchnorm" => &["gamma", "beta", "mean", "var", "eps"],
-            "maxpool" | "avgpool" => &["kernel", "stride"],
+            "maxpool" => &["kernel", "stride", "padding"],
+            "avgpool" => &["kernel", "stride"],
             "clip" => &["min", "max"],
             "reshape" => &["shape"],
             _ => &[],
@@ -139,7 +140,11 @@ impl NodeJson {
             "relu" => Op::Relu,
             "maxpool" => {
                 let (kernel, stride) = window(self.kernel, self.stride)?;
-                Op::MaxPool { kernel, stride }
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding: self.padding.unwrap_or([0, 0]),
+                }
             }
             "avgpool" => {
                 let (kernel, stride) = window(self.kernel, self.stride)?;
@@ -217,9 +222,12 @@ impl NodeJson {
                 j.var = Some(var.clone());
                 j.eps = Some(*eps);
             }
-            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+            Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride } => {
                 j.kernel = Some(*kernel);
                 j.stride = Some(*stride);
+                if let Op::MaxPool { padding, .. } = &node.op {
+                    j.padding = (*padding != [0, 0]).then_some(*padding);
+                }
             }
             // JSON has no infinity: an open side is left out.
             Op::Clip { min, max } => {

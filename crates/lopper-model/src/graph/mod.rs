@@ -111,6 +111,8 @@ pub enum Op {
     MaxPool {
         kernel: [usize; 2],
         stride: [usize; 2],
+        /// Implicit -inf border on both sides (at most half the kernel, as in PyTorch).
+        padding: [usize; 2],
     },
     AvgPool {
         kernel: [usize; 2],
@@ -488,11 +490,20 @@ impl Graph {
                 }
                 x.clone()
             }
-            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+            Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride } => {
                 let [c, h, w] = chw()?;
+                let pad = match &node.op {
+                    Op::MaxPool { padding, .. } => *padding,
+                    _ => [0, 0],
+                };
+                if pad[0] * 2 > kernel[0] || pad[1] * 2 > kernel[1] {
+                    return Err(err(format!(
+                        "padding {pad:?} is more than half the window {kernel:?}"
+                    )));
+                }
                 match (
-                    window_out(h, kernel[0], stride[0], 0),
-                    window_out(w, kernel[1], stride[1], 0),
+                    window_out(h, kernel[0], stride[0], pad[0]),
+                    window_out(w, kernel[1], stride[1], pad[1]),
                 ) {
                     (Some(oh), Some(ow)) => vec![c, oh, ow],
                     _ => {

@@ -115,6 +115,8 @@ enum Step {
     },
     GroupConv {
         c: GroupConv,
+        /// Its depthwise geometry, when it is one (run by `lopper_kernels::depthwise`).
+        dw: Option<lopper_kernels::depthwise::DwGeom>,
         /// Dense `[out, in/groups * kh * kw]`.
         w: Vec<f32>,
         bias: Option<Vec<f32>>,
@@ -232,9 +234,13 @@ impl Core {
                             y: fresh(&mut sizes),
                         }
                     } else {
-                        scratch_len = scratch_len.max(general::group_conv_scratch(&c, batch));
+                        let dw = general::as_depthwise(&c);
+                        if let Some(d) = &dw {
+                            scratch_len = scratch_len.max(d.scratch_len(batch));
+                        }
                         Step::GroupConv {
                             c,
+                            dw,
                             w: dense.into_vec(),
                             bias,
                             x,
@@ -314,8 +320,12 @@ impl Core {
                         y: fresh(&mut sizes),
                     }
                 }
-                Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
-                    let win = window(in_shape, out_shape, *kernel, *stride, [0, 0]);
+                Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride } => {
+                    let pad = match &node.op {
+                        Op::MaxPool { padding, .. } => *padding,
+                        _ => [0, 0],
+                    };
+                    let win = window(in_shape, out_shape, *kernel, *stride, pad);
                     let max = matches!(node.op, Op::MaxPool { .. });
                     Step::Pool {
                         g: win,
@@ -515,12 +525,20 @@ impl Core {
                     bufs[*y] = out;
                     r?;
                 }
-                Step::GroupConv { c, w, bias, x, y } => {
+                Step::GroupConv {
+                    c,
+                    dw,
+                    w,
+                    bias,
+                    x,
+                    y,
+                } => {
                     let mut out = std::mem::take(&mut bufs[*y]);
-                    let pad = general::group_conv_scratch(c, self.batch);
-                    if pad > 0 {
-                        let (xb, sc) = (&bufs[*x], &mut scratch[..pad]);
-                        general::depthwise_single(c, w, bias.as_deref(), xb, &mut out, sc);
+                    if let Some(d) = dw {
+                        let (xb, b) = (&bufs[*x], bias.as_deref());
+                        lopper_kernels::depthwise::depthwise(
+                            d, w, b, xb, self.batch, &mut out, scratch,
+                        );
                     } else {
                         general::group_conv(c, w, bias.as_deref(), &bufs[*x], self.batch, &mut out);
                     }

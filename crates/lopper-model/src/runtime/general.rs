@@ -1,10 +1,14 @@
 //! Ops that imported graphs bring and lopper's own zoo does not: elementwise maps (clip, sigmoid,
-//! tanh, hard-swish) and convolutions with groups or dilation (MobileNet's depthwise layers).
+//! tanh, hard-swish) and convolutions with groups or dilation. Depthwise convolutions
+//! (MobileNet's) run in `lopper_kernels::depthwise`; this module keeps the general grouped loop
+//! and the dilated im2col.
 //!
 //! Layout as in [`super::ops`]: `[C, H, W, n]`, batch innermost. The grouped convolution reads
 //! its weight densely as `[out, in/groups, kh, kw]` (row-major, PyTorch and ONNX's layout) and
 //! works on whole `n`-vectors, so its inner loop vectorises over the batch; a depthwise layer
 //! does `C * kh * kw` multiply-adds per output pixel, too few for a sparse kernel to pay.
+
+use lopper_kernels::depthwise::{tap, valid, DwGeom};
 
 use super::ops::Window;
 
@@ -87,6 +91,22 @@ pub fn group_conv(
     let opg = c.out_c / c.groups;
     let taps = g.kh * g.kw;
     let plane_out = g.oh * g.ow * n;
+    // One channel plane's geometry, for the kernels crate's per-tap axpy.
+    let plane = DwGeom {
+        c: 1,
+        h: g.h,
+        w: g.w,
+        kh: g.kh,
+        kw: g.kw,
+        sh: g.sh,
+        sw: g.sw,
+        ph: g.ph,
+        pw: g.pw,
+        dh: c.dil[0],
+        dw: c.dil[1],
+        oh: g.oh,
+        ow: g.ow,
+    };
     for o in 0..c.out_c {
         let grp = o / opg;
         let yo = &mut y[o * plane_out..(o + 1) * plane_out];
@@ -95,30 +115,10 @@ pub fn group_conv(
         for ci in 0..ipg {
             let xc = &x[(grp * ipg + ci) * g.h * g.w * n..][..g.h * g.w * n];
             for ky in 0..g.kh {
-                let Some((oy0, oy1)) = valid(g.oh, g.h, g.sh, ky * c.dil[0], g.ph) else {
-                    continue;
-                };
                 for kx in 0..g.kw {
                     let wv = wrow[(ci * g.kh + ky) * g.kw + kx];
-                    let Some((ox0, ox1)) = valid(g.ow, g.w, g.sw, kx * c.dil[1], g.pw) else {
-                        continue;
-                    };
-                    if wv == 0.0 {
-                        continue;
-                    }
-                    for oy in oy0..oy1 {
-                        let iy = oy * g.sh + ky * c.dil[0] - g.ph;
-                        let ix0 = ox0 * g.sw + kx * c.dil[1] - g.pw;
-                        let yrow = &mut yo[(oy * g.ow + ox0) * n..(oy * g.ow + ox1) * n];
-                        if g.sw == 1 {
-                            let xrow = &xc[(iy * g.w + ix0) * n..][..yrow.len()];
-                            yrow.iter_mut().zip(xrow).for_each(|(o, &v)| *o += wv * v);
-                        } else {
-                            for (k, out) in yrow.chunks_exact_mut(n).enumerate() {
-                                let src = &xc[(iy * g.w + ix0 + k * g.sw) * n..][..n];
-                                out.iter_mut().zip(src).for_each(|(o, &v)| *o += wv * v);
-                            }
-                        }
+                    if wv != 0.0 {
+                        tap(&plane, ky, kx, wv, xc, n, yo);
                     }
                 }
             }
@@ -167,88 +167,22 @@ pub fn dilated_im2col(c: &GroupConv, x: &[f32], n: usize, patches: &mut [f32]) {
     }
 }
 
-/// Scratch floats [`group_conv`] needs: one zero-padded input plane for the batch-1 depthwise
-/// path, none otherwise.
-pub fn group_conv_scratch(c: &GroupConv, n: usize) -> usize {
-    if n == 1 && c.groups == c.g.c && c.out_c == c.g.c {
-        (c.g.h + 2 * c.g.ph) * (c.g.w + 2 * c.g.pw)
-    } else {
-        0
-    }
-}
-
-/// Output columns per register block of the batch-1 depthwise path.
-const DW_BLOCK: usize = 8;
-
-/// A depthwise convolution at batch 1 (one input channel per output channel): each channel's
-/// plane is copied once into a zero-padded scratch plane, then every block of [`DW_BLOCK`]
-/// output columns sums its `kh * kw` taps in registers and is stored once. (The per-tap axpy of
-/// [`group_conv`] loaded and stored each output row `kh * kw` times: 46 µs for the fixture's
-/// 64-channel 3x3 layer on 16x16, against this path's figure in `docs/perf/onnx.md`.)
-pub fn depthwise_single(
-    c: &GroupConv,
-    w: &[f32],
-    bias: Option<&[f32]>,
-    x: &[f32],
-    y: &mut [f32],
-    padded: &mut [f32],
-) {
+/// The depthwise geometry of `c`, when it is one (one input channel per output channel): then
+/// `lopper_kernels::depthwise` runs it, with run-time SIMD dispatch and its own twin.
+pub fn as_depthwise(c: &GroupConv) -> Option<lopper_kernels::depthwise::DwGeom> {
     let g = &c.g;
-    let (hp, wp) = (g.h + 2 * g.ph, g.w + 2 * g.pw);
-    let padded = &mut padded[..hp * wp];
-    let taps = g.kh * g.kw;
-    // The border stays zero: only the interior is rewritten per channel.
-    padded.fill(0.0);
-    for ch in 0..g.c {
-        for r in 0..g.h {
-            let dst = &mut padded[(r + g.ph) * wp + g.pw..][..g.w];
-            // An element loop: a memcpy call per short row cost more than the row.
-            for (d, v) in dst.iter_mut().zip(&x[(ch * g.h + r) * g.w..][..g.w]) {
-                *d = *v;
-            }
-        }
-        let wk = &w[ch * taps..(ch + 1) * taps];
-        let b = bias.map_or(0.0, |b| b[ch]);
-        let yc = &mut y[ch * g.oh * g.ow..(ch + 1) * g.oh * g.ow];
-        for oy in 0..g.oh {
-            let yrow = &mut yc[oy * g.ow..(oy + 1) * g.ow];
-            let mut ox0 = 0;
-            while ox0 < g.ow {
-                let width = DW_BLOCK.min(g.ow - ox0);
-                let mut acc = [b; DW_BLOCK];
-                for ky in 0..g.kh {
-                    let row = &padded[(oy * g.sh + ky * c.dil[0]) * wp..][..wp];
-                    for kx in 0..g.kw {
-                        let wv = wk[ky * g.kw + kx];
-                        let start = ox0 * g.sw + kx * c.dil[1];
-                        if g.sw == 1 && width == DW_BLOCK {
-                            let src: &[f32; DW_BLOCK] = row[start..start + DW_BLOCK]
-                                .try_into()
-                                .expect("block in row");
-                            for i in 0..DW_BLOCK {
-                                acc[i] += wv * src[i];
-                            }
-                        } else {
-                            for (i, a) in acc.iter_mut().enumerate().take(width) {
-                                *a += wv * row[start + i * g.sw];
-                            }
-                        }
-                    }
-                }
-                yrow[ox0..ox0 + width].copy_from_slice(&acc[..width]);
-                ox0 += width;
-            }
-        }
+    if c.groups != g.c || c.out_c != g.c {
+        return None;
     }
-}
-
-/// The outputs `o0..o1` (of `out`) whose input `o * stride + off - pad` lies in `0..size`.
-fn valid(out: usize, size: usize, stride: usize, off: usize, pad: usize) -> Option<(usize, usize)> {
-    // o * stride + off >= pad, and o * stride + off - pad <= size - 1.
-    let o0 = pad.saturating_sub(off).div_ceil(stride);
-    let top = (size - 1 + pad).checked_sub(off)?;
-    let o1 = (top / stride + 1).min(out);
-    (o0 < o1).then_some((o0, o1))
+    let d = lopper_kernels::depthwise::DwGeom::new(
+        g.c,
+        [g.h, g.w],
+        [g.kh, g.kw],
+        [g.sh, g.sw],
+        [g.ph, g.pw],
+        c.dil,
+    )?;
+    (d.oh == g.oh && d.ow == g.ow).then_some(d)
 }
 
 #[cfg(test)]
@@ -364,46 +298,6 @@ mod tests {
                     (v - r[oc * width + j]).abs() < 1e-3,
                     "{v} vs {}",
                     r[oc * width + j]
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn batch_one_depthwise_matches_its_twin() {
-        // (channels, k, stride, pad, dil, size): widths below, at and past the register block.
-        for &(ch, k, st, p, d, size) in &[
-            (3, 3, 1, 1, 1, 7),
-            (4, 3, 1, 1, 1, 16),
-            (2, 3, 2, 1, 1, 17),
-            (2, 5, 1, 2, 1, 9),
-            (3, 3, 1, 2, 2, 20),
-            (1, 1, 1, 0, 1, 1),
-            (2, 3, 3, 0, 1, 11),
-        ] {
-            let o = (size + 2 * p - (d * (k - 1) + 1)) / st + 1;
-            let g = Window::new(ch, size, size, k, k, st, st, p, p).expect("window");
-            let c = GroupConv {
-                g: Window { oh: o, ow: o, ..g },
-                dil: [d, d],
-                groups: ch,
-                out_c: ch,
-            };
-            let w: Vec<f32> = (0..ch * k * k)
-                .map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..ch).map(|i| i as f32 * 0.25).collect();
-            let x: Vec<f32> = (0..ch * size * size)
-                .map(|i| ((i * 5) % 13) as f32 - 6.0)
-                .collect();
-            let mut y = vec![f32::NAN; ch * o * o];
-            let mut pad = vec![f32::NAN; group_conv_scratch(&c, 1)];
-            depthwise_single(&c, &w, Some(&b), &x, &mut y, &mut pad);
-            let r = reference(&c, &w, &b, &x, 1);
-            for (a, e) in y.iter().zip(&r) {
-                assert!(
-                    (a - e).abs() < 1e-4,
-                    "{a} vs {e} ({ch} {k} {st} {p} {d} {size})"
                 );
             }
         }

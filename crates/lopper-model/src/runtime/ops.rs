@@ -166,8 +166,12 @@ fn im2col_segment(
     }
 }
 
-/// Max or mean over each window (no padding). `y` is `[c, oh, ow, n]`.
+/// Max or mean over each window. `y` is `[c, oh, ow, n]`. Padding (ResNet's 3x3 stride-2
+/// max-pool) adds no values: a window takes the maximum or mean of its taps inside the input.
 pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
+    if g.ph > 0 || g.pw > 0 {
+        return pool_generic(x, g, n, y, max);
+    }
     if n == 1 {
         return pool_single(x, g, y, max);
     }
@@ -179,21 +183,28 @@ pub fn pool(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
     pool_generic(x, g, n, y, max)
 }
 
-/// [`pool`] for any window at batch `n`, one output pixel's `n` floats at a time.
+/// [`pool`] for any window and padding at batch `n`, one output pixel's `n` floats at a time:
+/// each window over its taps inside the input only (a max-pool's padding is -inf in PyTorch and
+/// ONNX; padding is at most half the window, so no window is empty).
 fn pool_generic(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
-    let inv = 1.0 / (g.kh * g.kw) as f32;
     for c in 0..g.c {
         for oy in 0..g.oh {
             for ox in 0..g.ow {
                 let out = &mut y[((c * g.oh + oy) * g.ow + ox) * n..][..n];
                 out.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                let mut taps = 0usize;
                 for ky in 0..g.kh {
+                    let Some(iy) = (oy * g.sh + ky).checked_sub(g.ph).filter(|&v| v < g.h) else {
+                        continue;
+                    };
                     for kx in 0..g.kw {
-                        let (iy, ix) = (oy * g.sh + ky, ox * g.sw + kx);
+                        let Some(ix) = (ox * g.sw + kx).checked_sub(g.pw).filter(|&v| v < g.w)
+                        else {
+                            continue;
+                        };
+                        taps += 1;
                         let src = &x[((c * g.h + iy) * g.w + ix) * n..][..n];
-                        // Two loops, not one with the choice inside, so each vectorises.
                         if max {
-                            // NaN wins, as in PyTorch's max_pool.
                             for (o, &v) in out.iter_mut().zip(src) {
                                 *o = nan_max(*o, v);
                             }
@@ -205,6 +216,7 @@ fn pool_generic(x: &[f32], g: &Window, n: usize, y: &mut [f32], max: bool) {
                     }
                 }
                 if !max {
+                    let inv = 1.0 / taps.max(1) as f32;
                     out.iter_mut().for_each(|o| *o *= inv);
                 }
             }
@@ -609,6 +621,35 @@ mod tests {
             let mut slow = vec![0.0; fast.len()];
             pool_generic(&x, &g, n, &mut slow, true);
             assert_eq!(fast, slow, "n {n}");
+        }
+    }
+
+    #[test]
+    fn padded_max_pool_takes_the_taps_inside_the_input() {
+        // ResNet's stem pool: 3x3, stride 2, padding 1, on a 5x5 plane, batch 1 and 3.
+        for n in [1usize, 3] {
+            let g = Window::new(2, 5, 5, 3, 3, 2, 2, 1, 1).expect("window");
+            let x: Vec<f32> = (0..2 * 25 * n)
+                .map(|i| ((i * 7) % 17) as f32 - 8.0)
+                .collect();
+            let mut y = vec![f32::NAN; 2 * g.oh * g.ow * n];
+            pool(&x, &g, n, &mut y, true);
+            assert_eq!((g.oh, g.ow), (3, 3));
+            for c in 0..2 {
+                for oy in 0..3usize {
+                    for ox in 0..3usize {
+                        for j in 0..n {
+                            let mut m = f32::NEG_INFINITY;
+                            for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(5) {
+                                for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(5) {
+                                    m = m.max(x[((c * 5 + iy) * 5 + ix) * n + j]);
+                                }
+                            }
+                            assert_eq!(y[((c * 3 + oy) * 3 + ox) * n + j], m);
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -182,6 +182,7 @@ pub fn cnn(seed: u64, kind: FormatKind, dtype: Dtype) -> Model {
             Op::MaxPool {
                 kernel: [2, 2],
                 stride: [1, 1],
+                padding: [0, 0],
             },
             &["h"],
             "i",
@@ -319,8 +320,12 @@ pub fn reference(model: &Model, input: &[f32], batch: usize) -> Vec<f32> {
                         })
                         .collect()
                 }
-                Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                Op::MaxPool { kernel, stride, .. } | Op::AvgPool { kernel, stride } => {
                     let max = matches!(n.op, Op::MaxPool { .. });
+                    let pad = match &n.op {
+                        Op::MaxPool { padding, .. } => *padding,
+                        _ => [0, 0],
+                    };
                     let (h, wd) = (ins[1], ins[2]);
                     let (oh, ow) = (os[1], os[2]);
                     let mut y = Vec::new();
@@ -329,8 +334,10 @@ pub fn reference(model: &Model, input: &[f32], batch: usize) -> Vec<f32> {
                             for ox in 0..ow {
                                 let win: Vec<f64> = (0..kernel[0])
                                     .flat_map(|ky| (0..kernel[1]).map(move |kx| (ky, kx)))
-                                    .map(|(ky, kx)| {
-                                        x[(c * h + oy * stride[0] + ky) * wd + ox * stride[1] + kx]
+                                    .filter_map(|(ky, kx)| {
+                                        let iy = (oy * stride[0] + ky).checked_sub(pad[0])?;
+                                        let ix = (ox * stride[1] + kx).checked_sub(pad[1])?;
+                                        (iy < h && ix < wd).then(|| x[(c * h + iy) * wd + ix])
                                     })
                                     .collect();
                                 y.push(if max {
@@ -401,6 +408,7 @@ pub fn wide_conv(seed: u64, kind: FormatKind) -> Model {
             Op::MaxPool {
                 kernel: [2, 2],
                 stride: [1, 1],
+                padding: [0, 0],
             },
             &["b"],
             "b2",

@@ -737,24 +737,30 @@ impl<'a> Importer<'a> {
             Some(s) => return Err(format!("strides {s:?} must be two values >= 1")),
             None => [1, 1],
         };
-        let padded = a.ints("pads").is_some_and(|p| p.iter().any(|&v| v != 0))
-            || !matches!(
-                a.string("auto_pad").as_deref(),
-                None | Some("NOTSET") | Some("VALID")
-            );
-        if padded
-            || a.int("ceil_mode", 0) != 0
+        if a.int("ceil_mode", 0) != 0
             || a.ints("dilations")
                 .is_some_and(|d| d.iter().any(|&v| v != 1))
         {
-            return Err("padded, ceil-mode or dilated pooling is not supported yet".into());
+            return Err("ceil-mode or dilated pooling is not supported yet".into());
         }
+        let s = self.shape(&x);
+        if s.len() != 3 {
+            return Err(format!("needs [N, C, H, W], got [N, {s:?}]"));
+        }
+        let padding = pads(a, [s[1], s[2]], stride, kernel)?;
         let op = if n.op_type() == "MaxPool" {
             if n.output.len() > 1 && !n.output[1].is_empty() {
                 return Err("MaxPool's Indices output is not supported".into());
             }
-            Op::MaxPool { kernel, stride }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
         } else {
+            if padding != [0, 0] {
+                return Err("padded AveragePool is not supported yet".into());
+            }
             Op::AvgPool { kernel, stride }
         };
         self.emit(label, n, op, vec![x]).map(drop)
