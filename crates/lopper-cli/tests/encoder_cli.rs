@@ -274,3 +274,19 @@ fn encoder_commands_end_to_end() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn seq_is_bounded_by_the_models_longest_sequence() {
+    // all-MiniLM-L6-v2 embeds at most 256 tokens; its position table has 512.
+    for cmd in ["bench", "inspect"] {
+        fails_cleanly(
+            lopper()
+                .arg(cmd)
+                .arg(model_dir())
+                .args(["--seq", "300", "--batch", "1", "--threads", "1"])
+                .output()
+                .unwrap(),
+            &["--seq 300 is outside 2..=256"],
+        );
+    }
+}

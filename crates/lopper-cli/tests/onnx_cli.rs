@@ -195,3 +195,53 @@ fn bad_onnx_inputs_fail_cleanly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn inspect_reports_the_stored_format_and_thread_counts_are_bounded() {
+    let dir = tempdir("onnx-inspect");
+    let lop = dir.join("m.lop");
+    ok(lopper()
+        .arg("prune")
+        .arg(fixture("mlp.onnx"))
+        .args(["--method", "magnitude", "--sparsity", "0.9", "--json"])
+        .args(["--format", "csr-delta8", "--out"])
+        .arg(&lop)
+        .output()
+        .unwrap());
+    let r = json(&ok(lopper()
+        .arg("inspect")
+        .arg(&lop)
+        .arg("--json")
+        .output()
+        .unwrap()));
+    let layers = r["layers"].as_array().unwrap();
+    let weighted: Vec<_> = layers.iter().filter(|l| !l["weight"].is_null()).collect();
+    assert_eq!(weighted.len(), 4);
+    for l in &weighted {
+        assert_eq!(l["format"], "csr_delta8", "{l}");
+        // Stored bytes: one-byte column steps, not the decoded CSR's two-byte indices.
+        let [rows, cols] = [
+            l["shape"][0].as_u64().unwrap(),
+            l["shape"][1].as_u64().unwrap(),
+        ];
+        let nnz = (l["density"].as_f64().unwrap() * (rows * cols) as f64).round() as u64;
+        assert!(
+            l["bytes"].as_u64().unwrap() < 4 * (rows + 1) + 6 * nnz,
+            "{l}"
+        );
+    }
+    let over = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    let flag = format!("--threads {over}");
+    for cmd in ["inspect", "bench"] {
+        fails_cleanly(
+            lopper()
+                .arg(cmd)
+                .arg(&lop)
+                .args(["--threads", &over.to_string()])
+                .output()
+                .unwrap(),
+            &[&flag, "cores", "--threads-force"],
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,7 +31,7 @@ pub mod strided;
 pub mod synth;
 
 pub use error::{FormatError, KernelError};
-pub use format::{Bsr, Csr, Dense, Dtype, FormatKind, NmMatrix, Values, WeightMatrix};
+pub use format::{Bsr, Csr, Dense, Dtype, FormatKind, NmMatrix, Pattern, Values, WeightMatrix};
 pub use isa::Isa;
 pub use kernels::{Accepts, Kernel, Op, Tile};
 pub use parallel::{execute, Partition};

@@ -36,12 +36,10 @@ impl std::str::FromStr for StorageChoice {
             "csr" => Ok(Self::Csr),
             "csr-delta8" | "csr_delta8" => Ok(Self::CsrDelta8),
             _ => {
-                let dims = s.strip_prefix("bsr").and_then(|d| {
-                    let (a, b) = d.split_once('x')?;
-                    Some((a.parse().ok()?, b.parse().ok()?))
-                });
-                match dims {
-                    Some((br, bc)) if (1..=64).contains(&br) && (1..=64).contains(&bc) => {
+                match s.parse::<FormatKind>() {
+                    Ok(FormatKind::Bsr { br, bc })
+                        if (1..=64).contains(&br) && (1..=64).contains(&bc) =>
+                    {
                         Ok(Self::Bsr { br, bc })
                     }
                     _ => Err(format!(
@@ -127,6 +125,15 @@ pub fn encode_storage(
 }
 
 /// Bytes of the delta encoding of a CSR matrix (row pointers, deltas, values, scales).
+/// Bytes `m` takes in a file when written as `format` (a `csr_delta8` matrix is held as CSR in
+/// memory but stored with one-byte column steps and filler entries).
+pub fn stored_bytes(m: &WeightMatrix, format: StorageFormat) -> usize {
+    match format {
+        StorageFormat::CsrDelta8 => delta_bytes(m),
+        _ => m.storage_bytes(),
+    }
+}
+
 fn delta_bytes(m: &WeightMatrix) -> usize {
     let stored = match m {
         WeightMatrix::Csr16(c) => {
@@ -168,7 +175,7 @@ impl Model {
                 .layers
                 .iter()
                 .find(|l| l.weight == name)
-                .and_then(|l| crate::runtime::plan::parse_kind(&l.format));
+                .map(|l| l.format);
             match kind {
                 Some(FormatKind::Dense) if dtype == Dtype::F32 => StorageChoice::Dense,
                 Some(FormatKind::Bsr { br, bc }) => StorageChoice::Bsr { br, bc },

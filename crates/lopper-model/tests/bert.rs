@@ -291,8 +291,14 @@ fn verified_plan_is_per_layer_or_all_dense_and_embeds_alike() {
         );
         assert!(plan.end_to_end_ns.iter().all(|(_, ns)| *ns > 0.0));
         match plan.chosen.as_str() {
-            "dense" => assert!(plan.layers.iter().all(|l| l.format == "dense")),
-            "per-layer" => assert!(plan.layers.iter().any(|l| l.format != "dense")),
+            "dense" => assert!(plan
+                .layers
+                .iter()
+                .all(|l| l.format == lopper_kernels::FormatKind::Dense)),
+            "per-layer" => assert!(plan
+                .layers
+                .iter()
+                .any(|l| l.format != lopper_kernels::FormatKind::Dense)),
             other => panic!("chosen = {other}"),
         }
         let got = BertRunner::new(pruned.clone(), &plan)

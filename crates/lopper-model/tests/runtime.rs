@@ -202,7 +202,7 @@ fn plans_measure_every_candidate_and_pick_the_fastest() {
             l.node,
             l.candidates.len()
         );
-        assert!(l.candidates.iter().any(|c| c.format == "dense"));
+        assert!(l.candidates.iter().any(|c| c.format == FormatKind::Dense));
         assert!(l.candidates.iter().all(|c| c.ns.is_finite() && c.ns > 0.0));
         // The chosen kernel is one of the measured candidates, with its measured time.
         assert!(
@@ -216,7 +216,7 @@ fn plans_measure_every_candidate_and_pick_the_fastest() {
         );
     }
     let d = make_plan(&m, "t", 1, 1, PlanMode::Dense).unwrap();
-    assert!(d.layers.iter().all(|l| l.format == "dense"));
+    assert!(d.layers.iter().all(|l| l.format == FormatKind::Dense));
 }
 
 #[test]

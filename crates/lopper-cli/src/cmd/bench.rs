@@ -20,9 +20,12 @@ pub struct BenchArgs {
     /// Batch sizes (default 1,64).
     #[arg(long, value_delimiter = ',')]
     pub batch: Option<Vec<usize>>,
-    /// Thread counts (default 1,2).
+    /// Thread counts (default 1,2; at most the machine's cores unless --threads-force).
     #[arg(long, value_delimiter = ',')]
     pub threads: Option<Vec<usize>>,
+    /// Allow more threads than cores.
+    #[arg(long)]
+    pub threads_force: bool,
     /// Densities, fractions of weights kept (default 0.5,0.3,0.1,0.05).
     #[arg(long, value_delimiter = ',')]
     pub density: Option<Vec<f64>>,
@@ -55,9 +58,18 @@ pub struct BenchArgs {
 /// `--threads`) of a model benchmark, each from 1 to 4096.
 pub fn grid(args: &BenchArgs, default_batch: &[usize]) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     let batches = args.batch.clone().unwrap_or_else(|| default_batch.to_vec());
-    let threads = args.threads.clone().unwrap_or_else(|| vec![1, 2]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match &args.threads {
+        Some(t) => t.clone(),
+        // The default pair, on a one-core machine just 1.
+        None if cores == 1 => vec![1],
+        None => vec![1, 2],
+    };
     if batches.iter().chain(&threads).any(|&v| v == 0 || v > 4096) {
         anyhow::bail!("--batch and --threads take values from 1 to 4096");
+    }
+    for &t in &threads {
+        super::check_threads(t, args.threads_force)?;
     }
     Ok((batches, threads))
 }

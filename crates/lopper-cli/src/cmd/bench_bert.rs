@@ -57,12 +57,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
     let (bert, _) = load(path)?;
     let (batches, threads) = super::bench::grid(args, &[1, 8])?;
     let seq = args.seq;
-    if seq < 2 || seq > bert.config.max_position_embeddings {
-        anyhow::bail!(
-            "--seq {seq} is outside 2..={} (the model's positions)",
-            bert.config.max_position_embeddings
-        );
-    }
+    check_seq(seq, bert.max_seq_len)?;
     let rounds = if args.quick { 7 } else { 21 };
     let file_bytes = if path.is_dir() {
         std::fs::metadata(path.join("model.safetensors"))?.len()
@@ -139,7 +134,7 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
             let mut plan = std::collections::BTreeMap::new();
             let mut kernels = std::collections::BTreeMap::new();
             for l in &sparse_plan.layers {
-                *plan.entry(l.format.clone()).or_insert(0) += 1;
+                *plan.entry(l.format.to_string()).or_insert(0) += 1;
                 *kernels
                     .entry(format!("{} x{}", l.kernel, l.parts))
                     .or_insert(0) += 1;
@@ -197,4 +192,14 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
         crate::util::write_atomic(out, text.as_bytes())?;
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `--seq` must be a sequence the model takes: from 2 tokens ([CLS] and [SEP]) to its longest
+/// (sentence-transformers' `max_seq_length`, 256 for all-MiniLM-L6-v2, which embedding
+/// truncates to; the position table may be longer).
+pub fn check_seq(seq: usize, max: usize) -> anyhow::Result<()> {
+    if seq < 2 || seq > max {
+        anyhow::bail!("--seq {seq} is outside 2..={max} (the model's longest sequence)");
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use lopper_kernels::bench::median_sorted;
+use lopper_kernels::{Dtype, FormatKind};
 use lopper_model::runtime::plan::{activations, Plan, PlanMode};
 use lopper_model::Executor;
 use serde::Serialize;
@@ -18,14 +19,14 @@ use crate::util::{cpu_model, utc_date};
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerUse {
     pub node: String,
-    pub format: String,
-    pub dtype: String,
+    pub format: FormatKind,
+    pub dtype: Dtype,
     pub kernel: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Uniform {
-    pub format: String,
+    pub format: FormatKind,
     pub ns: f64,
 }
 
@@ -72,8 +73,8 @@ fn uses(p: &Plan) -> Vec<LayerUse> {
         .iter()
         .map(|l| LayerUse {
             node: l.node.clone(),
-            format: l.format.clone(),
-            dtype: l.dtype.clone(),
+            format: l.format,
+            dtype: l.dtype,
             kernel: l.kernel.clone(),
         })
         .collect()
@@ -133,11 +134,11 @@ pub fn bench_model(
         exs.push(Executor::new(&b.model, &plan)?);
     }
     let first_uniform = exs.len();
-    let mut formats: Vec<String> = Vec::new();
+    let mut formats: Vec<FormatKind> = Vec::new();
     if with_uniform {
         formats = sparse_plan.uniform_formats();
         for f in &formats {
-            if let Some(p) = sparse_plan.uniform(f) {
+            if let Some(p) = sparse_plan.uniform(*f) {
                 exs.push(Executor::new(model, &p)?);
             }
         }
@@ -147,10 +148,7 @@ pub fn bench_model(
     let uniform: Vec<Uniform> = formats
         .iter()
         .zip(&t[first_uniform..])
-        .map(|(f, &ns)| Uniform {
-            format: f.clone(),
-            ns,
-        })
+        .map(|(&f, &ns)| Uniform { format: f, ns })
         .collect();
     let best_uniform = uniform.iter().map(|u| u.ns).fold(f64::INFINITY, f64::min);
     Ok(ModelRecord {

@@ -58,11 +58,8 @@ pub struct ExportResult {
 }
 
 pub fn parse_dtype(s: &str) -> anyhow::Result<Dtype> {
-    match s.to_ascii_lowercase().as_str() {
-        "f32" => Ok(Dtype::F32),
-        "i8" | "int8" => Ok(Dtype::I8),
-        other => anyhow::bail!("unknown --dtype '{other}': use f32 or i8"),
-    }
+    s.parse::<Dtype>()
+        .map_err(|e| anyhow::anyhow!("--dtype: {e}"))
 }
 
 /// Exports a training folder's checkpoint (dense f32 with its zeros).

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use lopper_model::convert::stored_bytes;
+use lopper_model::graph::StorageFormat;
 use lopper_model::runtime::plan::{cache_path, PlanMode};
 use serde::Serialize;
 
@@ -20,9 +22,12 @@ pub struct InspectArgs {
     /// Batch size of the plan to show.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Thread count of the plan to show.
+    /// Thread count of the plan to show (at most the machine's cores unless --threads-force).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Allow more threads than cores.
+    #[arg(long)]
+    pub threads_force: bool,
     /// Transformer encoders: tokens per sequence of the plan to show.
     #[arg(long, default_value_t = 128)]
     pub seq: usize,
@@ -65,9 +70,10 @@ struct Inspection {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    if args.batch == 0 || args.threads == 0 {
-        anyhow::bail!("--batch and --threads must be at least 1");
+    if args.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
     }
+    super::check_threads(args.threads, args.threads_force)?;
     if lopper_model::bert::file::sniff(&args.model)? {
         return super::inspect_bert::run(
             &args.model,
@@ -98,11 +104,15 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             weight: w.map(|(n, _, _)| n.to_string()),
             shape: w.map(|(_, mat, _)| [mat.rows(), mat.cols()]),
             output_shape: m.shapes[&node.output].clone(),
-            format: w.map(|(_, mat, _)| mat.kind().name()),
+            // The format as stored in the file (csr_delta8 is decoded to CSR in memory).
+            format: w.map(|(_, mat, spec)| match spec.format {
+                StorageFormat::CsrDelta8 => "csr_delta8".to_string(),
+                _ => mat.kind().name(),
+            }),
             dtype: w.map(|(_, mat, _)| mat.dtype().name().to_string()),
             density,
-            bytes: w.map(|(_, mat, _)| mat.storage_bytes()),
-            planned_format: choice.map(|c| c.format.clone()),
+            bytes: w.map(|(_, mat, spec)| stored_bytes(mat, spec.format)),
+            planned_format: choice.map(|c| c.format.to_string()),
             planned_kernel: choice.map(|c| c.kernel.clone()),
             planned_ns: choice.map(|c| c.ns),
         });

@@ -49,6 +49,7 @@ pub fn run(
     threads: usize,
 ) -> anyhow::Result<ExitCode> {
     let (bert, notes) = load(path)?;
+    super::bench_bert::check_seq(seq, bert.max_seq_len)?;
     let tokens = batch.max(1) * seq.max(1);
     let plan = BertPlan::make_verified(&bert, tokens, threads.max(1))?;
     let mut layers = Vec::new();
@@ -62,7 +63,7 @@ pub fn run(
             dtype: lin.w.dtype().name().to_string(),
             density: nnz as f64 / d.data().len().max(1) as f64,
             bytes: lin.w.storage_bytes(),
-            planned_format: choice.format.clone(),
+            planned_format: choice.format.to_string(),
             planned_kernel: choice.kernel.clone(),
             planned_ns: choice.ns,
         });

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lopper_kernels::Dtype;
+use lopper_kernels::{Dtype, Pattern};
 use lopper_model::bert::file::load;
 use lopper_model::bert::{BertRunner, Encoded};
 use lopper_model::oneshot::fidelity::{fidelity, Fidelity};
@@ -38,7 +38,7 @@ pub struct PruneArgs {
     /// consecutive output rows pruned together per input, for example 4x1, with --sparsity), which
     /// the BSR 4x1 kernels run with one input load per block.
     #[arg(long)]
-    pub pattern: Option<String>,
+    pub pattern: Option<Pattern>,
     /// Calibration data (needed by wanda and sparsegpt): sentences, one per line, for encoders;
     /// model inputs as .npy/.npz for graph models.
     #[arg(long)]
@@ -80,7 +80,7 @@ pub struct PruneReport {
     pub model: String,
     pub out: String,
     pub method: Method,
-    pub pattern: Option<String>,
+    pub pattern: Option<Pattern>,
     pub target_sparsity: f64,
     /// Zero fraction over all encoder Linear weights, measured from the weights.
     pub sparsity: f64,
@@ -98,36 +98,27 @@ pub struct PruneReport {
 }
 
 /// `N:M`, or `Rx1` for blocks of R output rows (with `sparsity`, which the block form needs).
-fn parse_pattern(p: &str, sparsity: Option<f64>) -> anyhow::Result<Target> {
-    let bad = || {
-        anyhow::anyhow!(
-            "--pattern '{p}' is neither N:M (for example 2:4) nor Rx1 blocks (for example 4x1)"
-        )
-    };
-    let num = |v: &str| v.trim().parse::<usize>().map_err(|_| bad());
-    if let Some((r, c)) = p.split_once('x') {
-        let (rows, cols) = (num(r)?, num(c)?);
-        if cols != 1 {
-            anyhow::bail!(
-                "--pattern {p}: only Rx1 blocks (R output rows sharing one input) are supported"
-            );
+fn pattern_target(p: Pattern, sparsity: Option<f64>) -> anyhow::Result<Target> {
+    match p {
+        Pattern::Nm { n, m } => Ok(Target::Nm { n, m }),
+        Pattern::Block { cols, .. } if cols != 1 => anyhow::bail!(
+            "--pattern {p}: only Rx1 blocks (R output rows sharing one input) are supported"
+        ),
+        Pattern::Block { rows, .. } => {
+            let sparsity = sparsity.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--pattern {p} needs --sparsity S (the fraction of blocks to remove)"
+                )
+            })?;
+            Ok(Target::Block { sparsity, rows })
         }
-        let sparsity = sparsity.ok_or_else(|| {
-            anyhow::anyhow!("--pattern {p} needs --sparsity S (the fraction of blocks to remove)")
-        })?;
-        return Ok(Target::Block { sparsity, rows });
     }
-    let (n, m) = p.split_once(':').ok_or_else(bad)?;
-    Ok(Target::Nm {
-        n: num(n)?,
-        m: num(m)?,
-    })
 }
 
 fn target_of(args: &PruneArgs) -> anyhow::Result<Target> {
-    let t = match (&args.pattern, args.sparsity) {
+    let t = match (args.pattern, args.sparsity) {
         (Some(p), s) => {
-            let t = parse_pattern(p, s)?;
+            let t = pattern_target(p, s)?;
             check_target(t)?;
             if let Some(s) = s {
                 if (s - t.sparsity()).abs() > 1e-9 {
@@ -216,14 +207,14 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     let (total, nnz) = pruned.linear_stats();
-    let pattern = args.pattern.clone();
+    let pattern = args.pattern;
     let notes: BTreeMap<String, String> = [
         ("source".to_string(), args.model.display().to_string()),
         ("method".to_string(), args.method.name().to_string()),
         (
             "target".to_string(),
             pattern
-                .clone()
+                .map(|p| p.to_string())
                 .unwrap_or_else(|| format!("{:.4}", target.sparsity())),
         ),
     ]
@@ -332,7 +323,7 @@ fn markdown(r: &PruneReport) -> String {
         r.model,
         r.out,
         r.method.name(),
-        r.pattern.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+        r.pattern.map(|p| format!(" ({p})")).unwrap_or_default(),
         100.0 * r.target_sparsity,
         100.0 * r.sparsity,
         r.params_linear,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use lopper_kernels::Dtype;
+use lopper_kernels::{Dtype, Pattern};
 use lopper_model::oneshot::fidelity::cosine;
 use lopper_model::oneshot::graph::{prune_graph, GraphTargets};
 use lopper_model::oneshot::{check_target, Method, PruneOptions, PrunedLayer, Target};
@@ -39,7 +39,7 @@ pub struct GraphPruneReport {
     pub model: String,
     pub out: String,
     pub method: Method,
-    pub pattern: Option<String>,
+    pub pattern: Option<Pattern>,
     pub target_sparsity: f64,
     /// Zero fraction over every weight layer (pruned or not), measured from the weights.
     pub sparsity: f64,
@@ -64,20 +64,14 @@ fn parse_layer_targets(spec: &[String]) -> anyhow::Result<BTreeMap<String, Targe
         let (name, v) = item.split_once('=').with_context(|| {
             format!("--layer-sparsity '{item}': give NAME=SPARSITY or NAME=N:M")
         })?;
-        let t = match v.split_once(':') {
-            Some((n, k)) => Target::Nm {
-                n: n.trim()
-                    .parse()
-                    .with_context(|| format!("--layer-sparsity '{item}'"))?,
-                m: k.trim()
-                    .parse()
-                    .with_context(|| format!("--layer-sparsity '{item}'"))?,
-            },
-            None => Target::Unstructured(
-                v.trim()
-                    .parse()
-                    .with_context(|| format!("--layer-sparsity '{item}'"))?,
-            ),
+        let ctx = || format!("--layer-sparsity '{item}'");
+        let t = if v.contains(':') {
+            match v.parse::<Pattern>().with_context(ctx)? {
+                Pattern::Nm { n, m } => Target::Nm { n, m },
+                Pattern::Block { .. } => anyhow::bail!("{}: give a sparsity or N:M", ctx()),
+            }
+        } else {
+            Target::Unstructured(v.trim().parse().with_context(ctx)?)
         };
         check_target(t)?;
         m.insert(name.trim().to_string(), t);
@@ -235,7 +229,7 @@ pub fn run(args: &PruneArgs, target: Target) -> anyhow::Result<ExitCode> {
         model: args.model.display().to_string(),
         out: args.out.display().to_string(),
         method: args.method,
-        pattern: args.pattern.clone(),
+        pattern: args.pattern,
         target_sparsity: target.sparsity(),
         sparsity: 1.0 - nonzero as f64 / total.max(1) as f64,
         params: total,
@@ -267,7 +261,7 @@ fn markdown(r: &GraphPruneReport) -> String {
         r.model,
         r.out,
         r.method.name(),
-        r.pattern.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+        r.pattern.map(|p| format!(" ({p})")).unwrap_or_default(),
         100.0 * r.target_sparsity,
         100.0 * r.sparsity,
         r.params,

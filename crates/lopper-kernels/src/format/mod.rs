@@ -18,12 +18,14 @@ pub mod csr;
 pub mod dense;
 pub mod nm;
 pub mod quant;
+pub mod vocab;
 
 pub use bsr::Bsr;
 pub use csr::{ColIndex, Csr};
 pub use dense::Dense;
 pub use nm::NmMatrix;
 pub use quant::Values;
+pub use vocab::{Pattern, VocabError};
 
 use crate::error::FormatError;
 

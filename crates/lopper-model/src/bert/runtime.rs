@@ -17,7 +17,7 @@ use super::{ops, Bert, Pooling};
 use crate::convert::encode_as;
 use crate::error::ModelError;
 use crate::runtime::exec::{Matmul, MmKernel};
-use crate::runtime::plan::{activations, candidate_kinds, parse_kind, planner_timing, PlanMode};
+use crate::runtime::plan::{activations, candidate_kinds, planner_timing, PlanMode};
 use crate::runtime::pools::shared_pool;
 
 pub(crate) fn parse_tokenizer(json: &str) -> Result<Tokenizer, ModelError> {
@@ -73,14 +73,14 @@ impl Encoded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinearChoice {
     pub name: String,
-    pub format: String,
-    pub dtype: String,
+    pub format: FormatKind,
+    pub dtype: Dtype,
     pub kernel: String,
     /// Threads this layer's rows are split over (1 when splitting measured slower).
     pub parts: usize,
     pub ns: f64,
     /// Every candidate measured: `(format, "kernel xPARTS", ns)`.
-    pub candidates: Vec<(String, String, f64)>,
+    pub candidates: Vec<(FormatKind, String, f64)>,
 }
 
 /// A plan for one token width and thread count.
@@ -164,12 +164,12 @@ impl BertPlan {
                         } else {
                             0.0
                         };
-                        candidates.push((kind.name(), format!("{} x{parts}", k.name), ns));
+                        candidates.push((kind, format!("{} x{parts}", k.name), ns));
                         if best.as_ref().is_none_or(|b| ns < b.ns) {
                             best = Some(LinearChoice {
                                 name: name.clone(),
-                                format: kind.name(),
-                                dtype: dtype.name().to_string(),
+                                format: kind,
+                                dtype,
                                 kernel: k.name.to_string(),
                                 parts,
                                 ns,
@@ -347,13 +347,7 @@ impl BertRunner {
             if &choice.name != name {
                 return Err(err(format!("the plan names '{}' here", choice.name)));
             }
-            let kind: FormatKind = parse_kind(&choice.format)
-                .ok_or_else(|| err(format!("unknown format '{}'", choice.format)))?;
-            let dtype = match choice.dtype.as_str() {
-                "f32" => Dtype::F32,
-                "i8" => Dtype::I8,
-                d => return Err(err(format!("unknown dtype '{d}'"))),
-            };
+            let (kind, dtype) = (choice.format, choice.dtype);
             let w = if kind == lin.w.kind() && dtype == lin.w.dtype() {
                 lin.w.clone()
             } else {
@@ -489,8 +483,11 @@ impl BertRunner {
             ));
         }
         if let Some(bad) = enc.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
-            return Err(ModelError::Plan(format!(
-                "token id {bad} is outside the vocabulary of {}",
+            // Ids come from the model's own tokenizer: one past the embedding table means the
+            // tokenizer (tokenizer.json) and the weights (config.json `vocab_size`) do not match.
+            return Err(ModelError::Config(format!(
+                "token id {bad} is outside the model's vocabulary of {} (config.json \
+                 vocab_size): the tokenizer (tokenizer.json) does not belong to these weights",
                 c.vocab_size
             )));
         }

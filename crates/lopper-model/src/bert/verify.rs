@@ -12,6 +12,8 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+use lopper_kernels::{Dtype, FormatKind};
+
 use super::runtime::{BertPlan, BertRunner, Encoded, LinearChoice};
 use super::Bert;
 use crate::error::ModelError;
@@ -29,7 +31,11 @@ impl BertPlan {
     /// holds both medians.
     pub fn make_verified(bert: &Bert, tokens: usize, threads: usize) -> Result<Self, ModelError> {
         let per_layer = BertPlan::make(bert, tokens, threads, PlanMode::Measured)?;
-        if per_layer.layers.iter().all(|l| l.format == "dense") {
+        if per_layer
+            .layers
+            .iter()
+            .all(|l| l.format == FormatKind::Dense)
+        {
             return Ok(per_layer);
         }
         let dense = match dense_from(&per_layer) {
@@ -62,13 +68,13 @@ fn dense_from(plan: &BertPlan) -> Option<BertPlan> {
             let (format, kernel, ns) = l
                 .candidates
                 .iter()
-                .filter(|c| c.0 == "dense")
+                .filter(|c| c.0 == FormatKind::Dense)
                 .min_by(|a, b| a.2.total_cmp(&b.2))?;
             let (kernel, parts) = kernel.rsplit_once(" x")?;
             Some(LinearChoice {
                 name: l.name.clone(),
-                format: format.clone(),
-                dtype: "f32".into(),
+                format: *format,
+                dtype: Dtype::F32,
                 kernel: kernel.to_string(),
                 parts: parts.parse().ok()?,
                 ns: *ns,
@@ -127,14 +133,14 @@ mod tests {
     fn choice(name: &str, format: &str, candidates: &[(&str, &str, f64)]) -> LinearChoice {
         LinearChoice {
             name: name.into(),
-            format: format.into(),
-            dtype: "f32".into(),
+            format: format.parse().unwrap(),
+            dtype: Dtype::F32,
             kernel: "k".into(),
             parts: 1,
             ns: 1.0,
             candidates: candidates
                 .iter()
-                .map(|(f, k, ns)| (f.to_string(), k.to_string(), *ns))
+                .map(|(f, k, ns)| (f.parse().unwrap(), k.to_string(), *ns))
                 .collect(),
         }
     }
@@ -167,7 +173,7 @@ mod tests {
             .map(|l| {
                 (
                     l.name.as_str(),
-                    l.format.as_str(),
+                    l.format.to_string(),
                     l.kernel.as_str(),
                     l.parts,
                     l.ns,
@@ -177,8 +183,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("a", "dense", "f32_spmm_dense_avx512", 2, 7.0),
-                ("b", "dense", "f32_spmm_dense_gemm", 1, 5.0)
+                ("a", "dense".to_string(), "f32_spmm_dense_avx512", 2, 7.0),
+                ("b", "dense".to_string(), "f32_spmm_dense_gemm", 1, 5.0)
             ]
         );
         assert_eq!((d.tokens, d.threads, d.chosen.as_str()), (128, 2, "dense"));

@@ -9,13 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
-use lopper_kernels::{Dtype, FormatKind, Isa};
+use lopper_kernels::{FormatKind, Isa};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::file::Model;
 use crate::runtime::exec::MmKernel;
-use crate::runtime::plan::{make_plan, parse_kind, Plan, PlanMode};
+use crate::runtime::plan::{make_plan, Plan, PlanMode};
 
 /// `MODEL.plan.json` next to the model.
 pub fn cache_path(model_path: &Path) -> PathBuf {
@@ -72,14 +72,8 @@ pub fn cached_plan_problem(p: &Plan, model: &Model) -> Option<String> {
         if !model.weights.contains_key(&l.weight) {
             return Some(format!("layer '{}': unknown weight '{}'", l.node, l.weight));
         }
-        let Some(kind) = parse_kind(&l.format) else {
-            return Some(format!("layer '{}': unknown format '{}'", l.node, l.format));
-        };
-        let dtype = match l.dtype.as_str() {
-            "f32" => Dtype::F32,
-            "i8" => Dtype::I8,
-            other => return Some(format!("layer '{}': unknown dtype '{other}'", l.node)),
-        };
+        // Unknown format and dtype names were refused when the cache was parsed.
+        let (kind, dtype) = (l.format, l.dtype);
         let fits = match MmKernel::by_name(&l.kernel) {
             None => return Some(format!("layer '{}': unknown kernel '{}'", l.node, l.kernel)),
             Some(MmKernel::Gemm(k)) => k.accepts.kind(kind) && k.dtype == dtype,

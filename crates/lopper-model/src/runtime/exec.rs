@@ -15,7 +15,7 @@ use lopper_kernels::{execute, registry, Kernel, Partition, WeightMatrix};
 use super::buf::AlignedBuf;
 use super::general::{self, GroupConv, MapFn};
 use super::ops::{self, Window};
-use super::plan::{parse_kind, Plan};
+use super::plan::Plan;
 use crate::convert::encode_as;
 use crate::error::ModelError;
 use crate::file::Model;
@@ -837,13 +837,7 @@ fn matmul(
 ) -> Result<Matmul, ModelError> {
     let plan_err = |m: String| ModelError::Plan(format!("node '{}': {m}", node.name));
     let stored = &model.weights[weight];
-    let kind = parse_kind(&choice.format)
-        .ok_or_else(|| plan_err(format!("unknown format '{}'", choice.format)))?;
-    let dtype = match choice.dtype.as_str() {
-        "f32" => lopper_kernels::Dtype::F32,
-        "i8" => lopper_kernels::Dtype::I8,
-        d => return Err(plan_err(format!("unknown dtype '{d}'"))),
-    };
+    let (kind, dtype) = (choice.format, choice.dtype);
     let w = if kind == stored.kind() && dtype == stored.dtype() {
         stored.clone()
     } else {

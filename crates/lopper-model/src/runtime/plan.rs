@@ -35,8 +35,8 @@ pub enum PlanMode {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub format: String,
-    pub dtype: String,
+    pub format: FormatKind,
+    pub dtype: Dtype,
     pub kernel: String,
     pub ns: f64,
 }
@@ -46,8 +46,8 @@ pub struct Candidate {
 pub struct LayerChoice {
     pub node: String,
     pub weight: String,
-    pub format: String,
-    pub dtype: String,
+    pub format: FormatKind,
+    pub dtype: Dtype,
     pub kernel: String,
     /// Product width: batch (linear) or the im2col columns of one tile (conv).
     pub n: usize,
@@ -84,7 +84,7 @@ pub struct Plan {
 impl Plan {
     /// This plan with every layer on `format` (each layer's fastest kernel for it), if every
     /// layer measured that format.
-    pub fn uniform(&self, format: &str) -> Option<Plan> {
+    pub fn uniform(&self, format: FormatKind) -> Option<Plan> {
         let mut out = self.clone();
         for l in &mut out.layers {
             let c = l
@@ -92,8 +92,8 @@ impl Plan {
                 .iter()
                 .filter(|c| c.format == format)
                 .min_by(|a, b| a.ns.total_cmp(&b.ns))?;
-            l.format = c.format.clone();
-            l.dtype = c.dtype.clone();
+            l.format = c.format;
+            l.dtype = c.dtype;
             l.kernel = c.kernel.clone();
             l.ns = c.ns;
         }
@@ -115,8 +115,8 @@ impl Plan {
         }
         let mut out = self.clone();
         let o = &mut out.layers[i];
-        o.format = c.format.clone();
-        o.dtype = c.dtype.clone();
+        o.format = c.format;
+        o.dtype = c.dtype;
         o.kernel = c.kernel.clone();
         o.ns = c.ns;
         out.chosen = format!("per-layer, {} on {}", o.node, o.kernel);
@@ -124,14 +124,14 @@ impl Plan {
     }
 
     /// The formats every layer has a measured candidate for.
-    pub fn uniform_formats(&self) -> Vec<String> {
-        let mut formats: Vec<String> = Vec::new();
+    pub fn uniform_formats(&self) -> Vec<FormatKind> {
+        let mut formats: Vec<FormatKind> = Vec::new();
         for c in self.layers.iter().flat_map(|l| &l.candidates) {
             if !formats.contains(&c.format) {
-                formats.push(c.format.clone());
+                formats.push(c.format);
             }
         }
-        formats.retain(|f| self.uniform(f).is_some());
+        formats.retain(|&f| self.uniform(f).is_some());
         formats
     }
 
@@ -179,30 +179,6 @@ pub fn digest(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-/// Parses a format name as printed by [`FormatKind::name`].
-pub fn parse_kind(s: &str) -> Option<FormatKind> {
-    match s {
-        "dense" => Some(FormatKind::Dense),
-        "csr16" => Some(FormatKind::Csr16),
-        "csr32" => Some(FormatKind::Csr32),
-        _ => {
-            if let Some(d) = s.strip_prefix("bsr") {
-                let (a, b) = d.split_once('x')?;
-                return Some(FormatKind::Bsr {
-                    br: a.parse().ok()?,
-                    bc: b.parse().ok()?,
-                });
-            }
-            let d = s.strip_prefix("nm")?;
-            let (a, b) = d.split_once("of")?;
-            Some(FormatKind::Nm {
-                n: a.parse().ok()?,
-                m: b.parse().ok()?,
-            })
-        }
-    }
 }
 
 /// Bytes of im2col patches one convolution tile may take: with the weights, they stay in L2.
@@ -376,8 +352,8 @@ pub fn make_plan(
                     }
                 };
                 candidates.push(Candidate {
-                    format: kind.name(),
-                    dtype: dtype.name().to_string(),
+                    format: kind,
+                    dtype,
                     kernel: k.name().to_string(),
                     ns,
                 });
@@ -420,8 +396,8 @@ pub fn make_plan(
         layers.push(LayerChoice {
             node: node.name.clone(),
             weight: wname.to_string(),
-            format: kind.name(),
-            dtype: dtype.name().to_string(),
+            format: kind,
+            dtype,
             kernel: kernel.to_string(),
             n,
             ns,
@@ -462,7 +438,7 @@ fn refine(model: &Model, plan: Plan) -> Result<Plan, ModelError> {
     plans.extend(
         plan.uniform_formats()
             .iter()
-            .filter_map(|f| plan.uniform(f)),
+            .filter_map(|&f| plan.uniform(f)),
     );
     let mut close: Vec<(f64, Plan)> = (0..plan.layers.len())
         .filter_map(|i| {
@@ -584,8 +560,8 @@ mod tests {
 
     fn cand(format: &str, kernel: &str, ns: f64) -> Candidate {
         Candidate {
-            format: format.into(),
-            dtype: "f32".into(),
+            format: format.parse().unwrap(),
+            dtype: Dtype::F32,
             kernel: kernel.into(),
             ns,
         }
@@ -595,8 +571,8 @@ mod tests {
         let layer = |node: &str, cands: Vec<Candidate>| LayerChoice {
             node: node.into(),
             weight: format!("{node}.weight"),
-            format: cands[0].format.clone(),
-            dtype: "f32".into(),
+            format: cands[0].format,
+            dtype: Dtype::F32,
             kernel: cands[0].kernel.clone(),
             n: 1,
             ns: cands[0].ns,
@@ -646,13 +622,16 @@ mod tests {
 
     #[test]
     fn uniform_forces_one_format_on_every_layer() {
-        let u = plan().uniform("dense").unwrap();
+        let u = plan().uniform(FormatKind::Dense).unwrap();
         assert!(u
             .layers
             .iter()
-            .all(|l| l.format == "dense" && l.kernel == "gemm"));
+            .all(|l| l.format == FormatKind::Dense && l.kernel == "gemm"));
         assert_eq!(u.chosen, "uniform dense");
-        assert!(plan().uniform("bsr4x1").is_none());
-        assert_eq!(plan().uniform_formats(), ["csr16", "dense"]);
+        assert!(plan().uniform(FormatKind::Bsr { br: 4, bc: 1 }).is_none());
+        assert_eq!(
+            plan().uniform_formats(),
+            [FormatKind::Csr16, FormatKind::Dense]
+        );
     }
 }

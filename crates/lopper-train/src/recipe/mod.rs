@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lopper_kernels::Pattern;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -162,7 +163,7 @@ pub struct PruningSpec {
     /// Or a block pattern `"RxC"`, e.g. `"4x1"`: weights are pruned in whole blocks of `R`
     /// outputs by `C` inputs of the `[out, in]` matrix, with any magnitude schedule.
     #[serde(default)]
-    pub pattern: Option<String>,
+    pub pattern: Option<Pattern>,
     /// How the weights a mask keeps before the first step are scaled (sparse from the start:
     /// SET, RigL, or a one-shot at epoch 0).
     #[serde(default)]
@@ -196,30 +197,30 @@ pub enum SparseInit {
 impl PruningSpec {
     /// The parsed `pattern`, when it is a valid `n:m` (checked by [`Recipe::parse`]).
     pub fn nm_pattern(&self) -> Option<(usize, usize)> {
-        parse_pattern(self.pattern.as_deref()?)
+        match self.pattern? {
+            Pattern::Nm { n, m } if n >= 1 && n < m && m <= 16 => Some((n, m)),
+            _ => None,
+        }
     }
 
     /// The parsed `pattern`, when it is a valid block pattern `RxC` (checked by
     /// [`Recipe::parse`]).
     pub fn block_pattern(&self) -> Option<(usize, usize)> {
-        parse_block(self.pattern.as_deref()?)
+        match self.pattern? {
+            Pattern::Block { rows, cols }
+                if (1..=MAX_BLOCK).contains(&rows)
+                    && (1..=MAX_BLOCK).contains(&cols)
+                    && rows * cols > 1 =>
+            {
+                Some((rows, cols))
+            }
+            _ => None,
+        }
     }
 }
 
 /// Largest block side a pattern may name.
 pub const MAX_BLOCK: usize = 64;
-
-fn parse_block(s: &str) -> Option<(usize, usize)> {
-    let (r, c) = s.trim().split_once('x')?;
-    let (r, c): (usize, usize) = (r.trim().parse().ok()?, c.trim().parse().ok()?);
-    ((1..=MAX_BLOCK).contains(&r) && (1..=MAX_BLOCK).contains(&c) && r * c > 1).then_some((r, c))
-}
-
-fn parse_pattern(s: &str) -> Option<(usize, usize)> {
-    let (n, m) = s.trim().split_once(':')?;
-    let (n, m): (usize, usize) = (n.trim().parse().ok()?, m.trim().parse().ok()?);
-    (n >= 1 && n < m && m <= 16).then_some((n, m))
-}
 
 fn default_criterion() -> Criterion {
     Criterion::Magnitude
@@ -402,7 +403,7 @@ impl Recipe {
             sparsity(&format!("pruning.overrides.\"{layer}\""), s)?;
         }
         if let Some(text) = &p.pattern {
-            if parse_block(text).is_some() {
+            if p.block_pattern().is_some() {
                 if matches!(
                     p.schedule,
                     Schedule::None | Schedule::Set { .. } | Schedule::Rigl { .. }
@@ -413,7 +414,7 @@ impl Recipe {
                     ));
                 }
             } else {
-                let Some((n, m)) = parse_pattern(text) else {
+                let Some((n, m)) = p.nm_pattern() else {
                     return Err(bad(
                         "pruning.pattern",
                         format!("\"{text}\" is neither N:M with 1 <= N < M <= 16 (e.g. \"2:4\") nor a block RxC with sides 1..={MAX_BLOCK} (e.g. \"4x1\")"),
