@@ -71,6 +71,44 @@ pub fn time_median(mut f: impl FnMut(usize), opts: &TimingOptions) -> Timing {
     }
 }
 
+/// Whole-run timing of several candidates side by side, the one routine the planner, the
+/// encoder's verify step and `lopper bench` share: one untimed call of each (caches, pools,
+/// buffers), then `rounds` rounds in which every candidate takes one sample in turn, so that a
+/// noisy neighbour slows all alike. A sample repeats its candidate until `min_sample_ns` have
+/// passed (at least once) and is the mean per call; the result is each candidate's median
+/// sample, in nanoseconds. The first error stops the timing.
+pub fn time_interleaved<E>(
+    candidates: &mut [&mut dyn FnMut() -> Result<(), E>],
+    rounds: usize,
+    min_sample_ns: u64,
+) -> Result<Vec<f64>, E> {
+    for f in candidates.iter_mut() {
+        f()?;
+    }
+    let mut samples = vec![Vec::with_capacity(rounds.max(1)); candidates.len()];
+    for _ in 0..rounds.max(1) {
+        for (f, s) in candidates.iter_mut().zip(&mut samples) {
+            let t = Instant::now();
+            let mut calls = 0u64;
+            loop {
+                f()?;
+                calls += 1;
+                if t.elapsed().as_nanos() >= u128::from(min_sample_ns) {
+                    break;
+                }
+            }
+            s.push(t.elapsed().as_nanos() as f64 / calls as f64);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            median_sorted(&s)
+        })
+        .collect())
+}
+
 /// Median of an ascending slice (mean of the two middle values for even lengths).
 pub fn median_sorted(v: &[f64]) -> f64 {
     match v.len() {

@@ -5,9 +5,7 @@
 //! machine noise hits both alike.
 
 use std::path::Path;
-use std::time::Instant;
 
-use lopper_kernels::bench::median_sorted;
 use lopper_kernels::{Dtype, WeightMatrix};
 use lopper_model::bert::file::load;
 use lopper_model::bert::{Bert, BertPlan, BertRunner, Encoded};
@@ -94,24 +92,8 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                 BertRunner::new(bert.clone(), &sparse_plan)?,
             ];
             let enc = Encoded::synthetic(b, seq, bert.config.vocab_size);
-            let mut out = vec![0.0f32; b * bert.config.hidden_size];
-            let mut times = [Vec::new(), Vec::new()];
-            // One untimed pass each warms caches, pools and buffers.
-            for r in runners.iter_mut() {
-                r.forward(&enc, &mut out, &mut |_, _, _| {
-                    std::ops::ControlFlow::Continue(())
-                })?;
-            }
-            for _ in 0..rounds {
-                for (r, ts) in runners.iter_mut().zip(times.iter_mut()) {
-                    let start = Instant::now();
-                    r.forward(&enc, &mut out, &mut |_, _, _| {
-                        std::ops::ControlFlow::Continue(())
-                    })?;
-                    ts.push(start.elapsed().as_nanos() as f64);
-                    std::hint::black_box(&out);
-                }
-            }
+            let [dense_ns, sparse_ns] =
+                lopper_model::bert::verify::time_interleaved(&mut runners, &enc, rounds)?;
             if args.profile {
                 for (name, r) in ["dense", "sparse"].iter().zip(runners.iter_mut()) {
                     let steps = r.profile(&enc, 5)?;
@@ -126,11 +108,6 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
                     }
                 }
             }
-            for ts in times.iter_mut() {
-                ts.sort_by(f64::total_cmp);
-            }
-            let dense_ns = median_sorted(&times[0]);
-            let sparse_ns = median_sorted(&times[1]);
             let mut plan = std::collections::BTreeMap::new();
             let mut kernels = std::collections::BTreeMap::new();
             for l in &sparse_plan.layers {

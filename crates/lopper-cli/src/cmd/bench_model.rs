@@ -5,10 +5,9 @@
 //! per layer), which shows whether the per-layer plan beats the best single choice.
 
 use std::path::Path;
-use std::time::Instant;
 
-use lopper_kernels::bench::median_sorted;
 use lopper_kernels::{Dtype, FormatKind};
+use lopper_model::runtime::exec::time_executors;
 use lopper_model::runtime::plan::{activations, Plan, PlanMode};
 use lopper_model::Executor;
 use serde::Serialize;
@@ -80,36 +79,6 @@ fn uses(p: &Plan) -> Vec<LayerUse> {
         .collect()
 }
 
-/// Times the executors interleaved: each round takes one sample of each; returns medians.
-fn time_interleaved(exs: &mut [Executor], x: &[f32], spec: TimingSpec) -> anyhow::Result<Vec<f64>> {
-    let mut inner = Vec::with_capacity(exs.len());
-    for ex in exs.iter_mut() {
-        let t = Instant::now();
-        for _ in 0..3 {
-            ex.run(x)?;
-        }
-        let per = (t.elapsed().as_nanos() as f64 / 3.0).max(1.0);
-        inner.push(((spec.min_sample_ns as f64 / per).ceil() as usize).max(1));
-    }
-    let mut samples = vec![Vec::with_capacity(spec.rounds); exs.len()];
-    for _ in 0..spec.rounds.max(1) {
-        for (i, ex) in exs.iter_mut().enumerate() {
-            let t = Instant::now();
-            for _ in 0..inner[i] {
-                std::hint::black_box(ex.run(x)?);
-            }
-            samples[i].push(t.elapsed().as_nanos() as f64 / inner[i] as f64);
-        }
-    }
-    Ok(samples
-        .into_iter()
-        .map(|mut s| {
-            s.sort_by(f64::total_cmp);
-            median_sorted(&s)
-        })
-        .collect())
-}
-
 /// Benchmarks `loaded` at one batch size and thread count. `dense_file_bytes` is the size of the
 /// densified model's file. A `baseline` model is timed under its own measured plan in the same
 /// interleaved rounds.
@@ -144,7 +113,7 @@ pub fn bench_model(
         }
     }
     let x = activations(batch * model.graph.input_len());
-    let t = time_interleaved(&mut exs, &x, spec)?;
+    let t = time_executors(&mut exs, &x, spec.rounds, spec.min_sample_ns)?;
     let uniform: Vec<Uniform> = formats
         .iter()
         .zip(&t[first_uniform..])

@@ -10,7 +10,6 @@
 //! whose per-layer plan is already all dense skips the check.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
 
 use lopper_kernels::{Dtype, FormatKind};
 
@@ -46,11 +45,11 @@ impl BertPlan {
             },
         };
         let enc = check_input(bert, tokens);
-        let runners = [
+        let mut runners = [
             BertRunner::new(bert.clone(), &per_layer)?,
             BertRunner::new(bert.clone(), &dense)?,
         ];
-        let [p, d] = time_interleaved(runners, &enc)?;
+        let [p, d] = time_interleaved(&mut runners, &enc, ROUNDS)?;
         let mut best = if d < p { dense } else { per_layer };
         best.end_to_end_ns = vec![("per-layer".into(), p), ("dense".into(), d)];
         Ok(best)
@@ -101,29 +100,32 @@ fn check_input(bert: &Bert, tokens: usize) -> Encoded {
 }
 
 /// Median nanoseconds of a forward pass of `enc` for each runner, timed in alternation so
-/// that a noisy neighbour slows both alike.
-fn time_interleaved<const N: usize>(
-    mut runners: [BertRunner; N],
+/// that a noisy neighbour slows both alike (one pass per sample, `ROUNDS` rounds).
+pub fn time_interleaved<const N: usize>(
+    runners: &mut [BertRunner; N],
     enc: &Encoded,
+    rounds: usize,
 ) -> Result<[f64; N], ModelError> {
-    let mut out = vec![0.0f32; enc.batch() * runners[0].hidden()];
-    let mut pass =
-        |r: &mut BertRunner| r.forward(enc, &mut out, &mut |_, _, _| ControlFlow::Continue(()));
-    for r in runners.iter_mut() {
-        pass(r)?;
-    }
-    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(ROUNDS));
-    for _ in 0..ROUNDS {
-        for (r, ts) in runners.iter_mut().zip(times.iter_mut()) {
-            let start = Instant::now();
-            pass(r)?;
-            ts.push(start.elapsed().as_nanos() as f64);
-        }
-    }
-    Ok(times.map(|mut ts| {
-        ts.sort_by(f64::total_cmp);
-        ts[ts.len() / 2]
-    }))
+    let mut outs: Vec<Vec<f32>> = runners
+        .iter()
+        .map(|r| vec![0.0f32; enc.batch() * r.hidden()])
+        .collect();
+    let mut runs: Vec<_> = runners
+        .iter_mut()
+        .zip(outs.iter_mut())
+        .map(|(r, out)| {
+            move || {
+                r.forward(enc, out, &mut |_, _, _| ControlFlow::Continue(()))
+                    .map(drop)
+            }
+        })
+        .collect();
+    let mut fns: Vec<&mut dyn FnMut() -> Result<(), ModelError>> = runs
+        .iter_mut()
+        .map(|f| f as &mut dyn FnMut() -> Result<(), ModelError>)
+        .collect();
+    let t = lopper_kernels::bench::time_interleaved(&mut fns, rounds, 0)?;
+    Ok(std::array::from_fn(|i| t[i]))
 }
 
 #[cfg(test)]

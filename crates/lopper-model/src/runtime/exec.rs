@@ -697,6 +697,31 @@ impl Executor {
     }
 }
 
+/// Median time per run of each executor on `x`, timed side by side in interleaved rounds
+/// (`lopper_kernels::bench::time_interleaved`): the planner's whole-model check and `lopper
+/// bench` both time models through this.
+pub fn time_executors(
+    exs: &mut [Executor],
+    x: &[f32],
+    rounds: usize,
+    min_sample_ns: u64,
+) -> Result<Vec<f64>, ModelError> {
+    let mut runs: Vec<_> = exs
+        .iter_mut()
+        .map(|ex| {
+            move || {
+                std::hint::black_box(ex.run(x)?);
+                Ok(())
+            }
+        })
+        .collect();
+    let mut fns: Vec<&mut dyn FnMut() -> Result<(), ModelError>> = runs
+        .iter_mut()
+        .map(|f| f as &mut dyn FnMut() -> Result<(), ModelError>)
+        .collect();
+    lopper_kernels::bench::time_interleaved(&mut fns, rounds, min_sample_ns)
+}
+
 impl Matmul {
     /// A layer split into `parts` row ranges (one per thread of the shared pool).
     pub(crate) fn new(

@@ -459,23 +459,7 @@ fn refine(model: &Model, plan: Plan) -> Result<Plan, ModelError> {
     // Nine rounds of at least 2 ms each: with five of 1 ms, LeNet-300-100 at batch 64 and two
     // threads kept a per-layer plan that `lopper bench` then timed 11-13 % slower than uniform
     // CSR in two of three runs (AMD EPYC guest, 2026-11-29).
-    let mut samples = vec![Vec::new(); exs.len()];
-    for _ in 0..9 {
-        for (ex, s) in exs.iter_mut().zip(&mut samples) {
-            let t = std::time::Instant::now();
-            let mut calls = 0u32;
-            while calls < 2 || t.elapsed().as_nanos() < 2_000_000 {
-                ex.run(&x)?;
-                calls += 1;
-            }
-            s.push(t.elapsed().as_nanos() as f64 / calls as f64);
-        }
-    }
-    let median = |s: &mut Vec<f64>| {
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
-    };
-    let times: Vec<f64> = samples.iter_mut().map(median).collect();
+    let times = super::exec::time_executors(&mut exs, &x, 9, 2_000_000)?;
     // The per-layer plan stays unless a uniform one is faster by more than noise (2 %).
     let mut best = 0;
     for (i, &t) in times.iter().enumerate().skip(1) {
