@@ -245,3 +245,45 @@ fn inspect_reports_the_stored_format_and_thread_counts_are_bounded() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Concurrent planners on one model file keep each other's plans: the cache is merged under a
+/// file lock and written atomically (issue 22's lost-entries case, with real processes).
+#[test]
+fn concurrent_planners_keep_every_plan_in_the_cache() {
+    let dir = tempdir("onnx-lock");
+    let model = dir.join("mlp.onnx");
+    std::fs::copy(fixture("mlp.onnx"), &model).unwrap();
+    let batches = [1usize, 2, 3, 4, 5, 6];
+    let children: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            lopper()
+                .arg("inspect")
+                .arg(&model)
+                .args(["--json", "--batch", &b.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("mlp.onnx.plan.json")).unwrap()).unwrap();
+    let mut got: Vec<u64> = cache["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["batch"].as_u64().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, batches.map(|b| b as u64));
+    let _ = std::fs::remove_dir_all(&dir);
+}
