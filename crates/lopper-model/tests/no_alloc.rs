@@ -31,9 +31,13 @@ unsafe impl GlobalAlloc for Counting {
         if COUNT_HERE.with(|c| c.get()) {
             ALLOCS.fetch_add(1, Ordering::SeqCst);
         }
+        // SAFETY: the caller's `layout` is passed through unchanged; `GlobalAlloc::alloc`'s
+        // contract is the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout` (every allocation of this
+        // allocator goes through `alloc` above).
         unsafe { System.dealloc(ptr, layout) }
     }
 }

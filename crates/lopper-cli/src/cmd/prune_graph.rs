@@ -21,6 +21,7 @@ use lopper_model::runtime::plan::{make_plan, PlanMode};
 use lopper_model::{Executor, Model};
 use serde::Serialize;
 
+use super::eval::argmax;
 use super::prune::{sidecar, PruneArgs};
 
 #[derive(Debug, Serialize)]
@@ -123,15 +124,6 @@ fn compare(dense: &Model, pruned: &Model, x: &[f32]) -> anyhow::Result<OutputFid
         .zip(b.chunks(f))
         .map(|(p, q)| cosine(p, q))
         .collect();
-    let argmax = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |m, (i, &x)| if x > m.1 { (i, x) } else { m },
-            )
-            .0
-    };
     let agree = a
         .chunks(f)
         .zip(b.chunks(f))

@@ -125,14 +125,6 @@ pub fn tensor(t: &proto::TensorProto, dir: &Path) -> Result<Tensor, ModelError> 
     let name = t.name();
     let err = |m: String| ModelError::Onnx(format!("tensor '{name}': {m}"));
     let (dims, n) = dims_of(t).map_err(err)?;
-    let raw_owned;
-    let raw: Option<&[u8]> =
-        if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
-            raw_owned = external(t, dir)?;
-            Some(&raw_owned)
-        } else {
-            t.raw_data.as_deref()
-        };
     let dt = DataType::try_from(t.data_type()).unwrap_or(DataType::Undefined);
     let width = match dt {
         DataType::Float | DataType::Int32 => 4,
@@ -147,6 +139,14 @@ pub fn tensor(t: &proto::TensorProto, dir: &Path) -> Result<Tensor, ModelError> 
             )))
         }
     };
+    let raw_owned;
+    let raw: Option<&[u8]> =
+        if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
+            raw_owned = external(t, dir, (n * width) as u64)?;
+            Some(&raw_owned)
+        } else {
+            t.raw_data.as_deref()
+        };
     if let Some(r) = raw {
         if r.len() != n * width {
             return Err(err(format!(
@@ -243,8 +243,9 @@ pub fn tensor(t: &proto::TensorProto, dir: &Path) -> Result<Tensor, ModelError> 
 }
 
 /// The bytes of an external-data tensor: `location` relative to the model's folder (absolute
-/// paths and `..` are refused, as the ONNX spec requires), `offset` and `length` inside it.
-fn external(t: &proto::TensorProto, dir: &Path) -> Result<Vec<u8>, ModelError> {
+/// paths and `..` are refused, as the ONNX spec requires), `offset` and `length` inside it;
+/// `length` defaults to `bytes`, what the tensor's dims and type need.
+fn external(t: &proto::TensorProto, dir: &Path, bytes: u64) -> Result<Vec<u8>, ModelError> {
     let name = t.name();
     let err = |m: String| ModelError::Onnx(format!("tensor '{name}': external data {m}"));
     let mut location = None;
@@ -279,14 +280,7 @@ fn external(t: &proto::TensorProto, dir: &Path) -> Result<Vec<u8>, ModelError> {
     if !meta.is_file() {
         return Err(err(format!("'{loc}' is not a regular file")));
     }
-    let (_, n) = dims_of(t).map_err(&err)?;
-    let width = match DataType::try_from(t.data_type()).unwrap_or(DataType::Undefined) {
-        DataType::Double | DataType::Int64 => 8,
-        DataType::Float | DataType::Int32 => 4,
-        DataType::Float16 | DataType::Bfloat16 => 2,
-        _ => 1,
-    };
-    let want = length.unwrap_or((n * width) as u64);
+    let want = length.unwrap_or(bytes);
     let end = offset.checked_add(want).filter(|&e| e <= meta.len());
     if end.is_none() {
         return Err(err(format!(

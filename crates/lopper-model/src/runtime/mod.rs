@@ -6,6 +6,7 @@ mod buf;
 pub mod cache;
 pub mod exec;
 pub mod general;
+mod matmul;
 pub mod ops;
 pub mod plan;
 pub mod pools;
