@@ -191,6 +191,20 @@ def ort_session(blob, threads):
     return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
 
 
+def ort_int8_blob(blob):
+    """ONNX Runtime's own int8 model of the same weights: `quantize_dynamic` (int8 weights, u8
+    activations quantized per call), what an ORT user picks for CPU speed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(blob)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
 def median_ns(fn, samples, min_sample_ns=20_000_000):
     for _ in range(3):
         fn()
@@ -289,7 +303,7 @@ def check(args, graph, blob):
     return summary
 
 
-def bench(args, graph, blob, base_blob=None):
+def bench(args, graph, blob, base_blob=None, int8_blob=None):
     batches, threads = args.batch, args.threads
     extra = ["--baseline", args.baseline] if args.baseline else []
     out = run_lopper([args.lopper, "bench", args.model, "--batch", ",".join(map(str, batches)),
@@ -306,15 +320,17 @@ def bench(args, graph, blob, base_blob=None):
     for t in threads:
         sess = ort_session(blob, t)  # one live session per model: idle pools would steal cores
         base = ort_session(base_blob, t) if base_blob else None
+        q8 = ort_session(int8_blob, t) if int8_blob else None
         for b in batches:
             feeds = {name: rng.standard_normal((b, *shape), dtype=np.float32)}
             print(f"timing ORT: batch {b}, {t} thread(s)", file=sys.stderr)
-            base_t = None
-            if base:
-                ort_t, base_t = interleaved_ns([lambda: sess.run(None, feeds), lambda: base.run(None, feeds)],
-                                               args.samples)
-            else:
-                ort_t = median_ns(lambda: sess.run(None, feeds), args.samples)
+            fns = [lambda: sess.run(None, feeds)]
+            fns += [lambda: base.run(None, feeds)] if base else []
+            fns += [lambda: q8.run(None, feeds)] if q8 else []
+            times = interleaved_ns(fns, args.samples)
+            ort_t = times[0]
+            base_t = times[1] if base else None
+            int8_t = times[-1] if q8 else None
             r = lop.get((b, t), {})
             dense, sparse = r.get("dense_ns"), r.get("sparse_ns")
             rows.append(dict(batch=b, threads=t, ort_ns=ort_t, lopper_dense_ns=dense, lopper_sparse_ns=sparse,
@@ -323,11 +339,14 @@ def bench(args, graph, blob, base_blob=None):
                              lopper_dense_over_ort=dense / ort_t if dense else None,
                              file_bytes=r.get("file_bytes", os.path.getsize(args.model)),
                              dense_file_bytes=r.get("dense_file_bytes"), onnx_bytes=len(blob), lopper_record=r))
+            if q8:
+                rows[-1].update(ort_int8_ns=int8_t, ort_int8_bytes=len(int8_blob),
+                                ort_int8_over_lopper_sparse=int8_t / sparse if sparse else None)
             if base:
                 rows[-1].update(ort_baseline_ns=base_t, ort_speedup_vs_baseline=base_t / ort_t,
                                 lopper_baseline_ns=r.get("baseline_ns"),
                                 lopper_speedup_vs_baseline=r.get("speedup_vs_baseline"))
-        del sess, base
+        del sess, base, q8
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
     print(f"{'batch':>5} {'thr':>3} {'ORT dense ns':>13} {'lop dense ns':>13} {'lop sparse ns':>13} "
           f"{'ORT/lop-sparse':>14} {'lop-dense/ORT':>13} {'.lop B':>10} {'dense .lop B':>12} {'ONNX B':>10}")
@@ -336,6 +355,11 @@ def bench(args, graph, blob, base_blob=None):
               f"{fmt(r['lopper_sparse_ns'], '13.0f')} {fmt(r['ort_over_lopper_sparse'], '13.2f')}x "
               f"{fmt(r['lopper_dense_over_ort'], '13.2f')} {r['file_bytes']:>10} "
               f"{fmt(r['dense_file_bytes'], '>12')} {r['onnx_bytes']:>10}")
+    if int8_blob:
+        print("ONNX Runtime int8 (quantize_dynamic of the same weights):")
+        for r in rows:
+            print(f"{r['batch']:>5} {r['threads']:>3}  ORT int8 {r['ort_int8_ns']:.0f} ns  "
+                  f"ORT-int8/lop-sparse {fmt(r['ort_int8_over_lopper_sparse'], '.2f')}x")
     if base_blob:
         print(f"against the baseline {args.baseline} (each engine: baseline time / this model's time):")
         for r in rows:
@@ -485,6 +509,8 @@ def main():
     ap.add_argument("--onnx-out", help="also save the dense ONNX model here")
     ap.add_argument("--baseline", help="a second .lop with the same input (e.g. the unpruned network of a "
                     "structurally pruned model): checked too, and timed interleaved in both engines")
+    ap.add_argument("--ort-int8", action="store_true",
+                    help="also time ONNX Runtime's quantize_dynamic int8 model of the same weights")
     ap.add_argument("--json", help="write machine info, the check and the timing records here")
     ap.add_argument("--skip-check", action="store_true", help="only time")
     ap.add_argument("--skip-bench", action="store_true", help="only check correctness")
@@ -526,7 +552,8 @@ def main():
                 result["baseline_check"] = check(argparse.Namespace(**{**vars(args), "model": args.baseline}),
                                                  bgraph, base_blob)
         if not args.skip_bench:
-            result["records"] = bench(args, graph, blob, base_blob)
+            int8_blob = ort_int8_blob(blob) if args.ort_int8 else None
+            result["records"] = bench(args, graph, blob, base_blob, int8_blob)
         if args.json:
             with open(args.json + ".tmp", "w") as f:
                 json.dump(result, f, indent=1)

@@ -53,6 +53,9 @@ enum Command {
     Prune(cmd::prune::PruneArgs),
     /// Import an ONNX model into a .lop file (every model command also takes .onnx directly).
     Import(cmd::import::ImportArgs),
+    /// int8 weights and run-time int8 activations (int8 x int8 kernels, VNNI), with a fidelity
+    /// report against the f32 model.
+    Quantize(cmd::quantize::QuantizeArgs),
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -77,6 +80,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Embed(args) => cmd::embed::run(args),
         Command::Prune(args) => cmd::prune::run(args),
         Command::Import(args) => cmd::import::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
     }
 }
 
@@ -98,6 +102,18 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // Panics inside the tokenizers crate are caught and reported as errors naming the file
+    // (lopper_model::bert::runtime::parse_tokenizer); the default hook would print them first.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let caught = info.location().is_some_and(|l| {
+            l.file()
+                .contains(lopper_model::bert::runtime::TOKENIZERS_PANIC)
+        });
+        if !caught {
+            default_hook(info);
+        }
+    }));
     match run() {
         Ok(code) => code,
         Err(err) => {

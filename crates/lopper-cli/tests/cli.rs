@@ -29,8 +29,13 @@ fn bench_kernels_json_has_one_record_per_measurement() {
     );
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let records = records.as_array().unwrap();
-    // 4 shapes x 2 batches x 8 variants (N:M included at density 0.5).
-    assert_eq!(records.len(), 4 * 2 * 8);
+    // 4 shapes x 2 batches x (8 variants, N:M included at density 0.5, + the two int8 x int8
+    // ones: dense and 16x4 blocks).
+    assert_eq!(records.len(), 4 * 2 * (8 + 2));
+    assert_eq!(
+        records.iter().filter(|r| r["dtype"] == "i8i8").count(),
+        4 * 2 * 2
+    );
     let fields = [
         "kernel",
         "format",
@@ -112,7 +117,8 @@ fn bench_writes_out_file_atomically() {
     assert!(out.status.success());
     let text = std::fs::read_to_string(&path).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 4 * 7);
+    // 4 shapes x (7 variants + dense and 16x4 int8 x int8).
+    assert_eq!(v.as_array().unwrap().len(), 4 * (7 + 2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Targets"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

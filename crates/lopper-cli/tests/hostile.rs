@@ -276,3 +276,68 @@ fn negative_numbers_reach_the_range_check_and_long_errors_are_cut() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The committed tiny Hugging Face encoder (hidden 8, one layer; built by fuzz/make_seeds.py),
+/// copied to `dir` with every embedding LayerNorm γ set to `gamma`.
+fn tiny_encoder(dir: &Path, gamma: f32) -> PathBuf {
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../lopper-model/tests/fixtures/tiny-bert");
+    let dst = dir.join("tiny-bert");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let path = dst.join("model.safetensors");
+    let mut st = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    let offs = &header["embeddings.LayerNorm.weight"]["data_offsets"];
+    let (a, b) = (
+        offs[0].as_u64().unwrap() as usize,
+        offs[1].as_u64().unwrap() as usize,
+    );
+    for c in st[8 + n + a..8 + n + b].chunks_exact_mut(4) {
+        c.copy_from_slice(&gamma.to_le_bytes());
+    }
+    std::fs::write(&path, st).unwrap();
+    dst
+}
+
+#[test]
+fn an_encoder_that_overflows_when_used_is_refused_by_a_probe_pass() {
+    let dir = scratch("encoder-probe");
+    let fine = tiny_encoder(&dir.join("fine"), 1.0);
+    ok(lopper()
+        .arg("embed")
+        .arg(&fine)
+        .args(["--text", "the quick brown fox"])
+        .output()
+        .unwrap());
+
+    // A LayerNorm γ of 3e38 is finite, so it passes validation; used, it overflows.
+    let hot = tiny_encoder(&dir.join("hot"), 3e38);
+    fails_cleanly(
+        lopper()
+            .arg("embed")
+            .arg(&hot)
+            .args(["--text", "the quick brown fox"])
+            .output()
+            .unwrap(),
+        &["tiny-bert", "probe sentences", "non-finite", "--allow-nan"],
+    );
+    // prune writes a model and prints no embeddings: without the probe it succeeded.
+    fails_cleanly(
+        lopper()
+            .arg("prune")
+            .arg(&hot)
+            .args(["--method", "magnitude", "--sparsity", "0.5", "--out"])
+            .arg(dir.join("pruned.lop"))
+            .output()
+            .unwrap(),
+        &["tiny-bert", "probe sentences", "overflow"],
+    );
+    assert!(!dir.join("pruned.lop").exists());
+    // inspect shows the file and warns.
+    let out = ok(lopper().arg("inspect").arg(&hot).output().unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probe sentences"));
+}

@@ -287,3 +287,72 @@ fn concurrent_planners_keep_every_plan_in_the_cache() {
     assert_eq!(got, batches.map(|b| b as u64));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn quantize_writes_int8_weights_and_activations_and_reports_fidelity() {
+    let dir = tempdir("quantize");
+    let q8 = dir.join("cnn-int8.lop");
+    let input = fixture("resnet_stem.input.npy");
+    let r = json(&ok(lopper()
+        .arg("quantize")
+        .arg(fixture("resnet_stem.onnx"))
+        .arg("--out")
+        .arg(&q8)
+        .arg("--eval")
+        .arg(&input)
+        .arg("--json")
+        .output()
+        .unwrap()));
+    let int8 = r["int8_layers"].as_array().unwrap();
+    assert!(!int8.is_empty(), "{r}");
+    assert!(r["int8_weight_bytes"].as_u64() < r["source_weight_bytes"].as_u64());
+    assert!(r["eval_examples"].as_u64().unwrap() > 0);
+    let cos = r["mean_cosine"].as_f64().unwrap();
+    assert!(cos > 0.99, "mean cosine {cos}");
+    // The file allows int8 activations on those layers, and runs (under a measured plan) close
+    // to the f32 model.
+    let m = lopper_model::Model::read(&q8).unwrap();
+    assert_eq!(
+        m.graph.weights.values().filter(|s| s.int8_acts).count(),
+        int8.len(),
+        "one permission per int8 layer"
+    );
+    let want = outputs(&run_json(&fixture("resnet_stem.onnx"), &input, &[]));
+    let got = outputs(&run_json(&q8, &input, &[]));
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = want
+        .iter()
+        .zip(&got)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= 0.05 * scale,
+        "int8 outputs off by {err} (scale {scale})"
+    );
+
+    // --skip keeps a layer in f32; an unknown name is an error.
+    let first = int8[0].as_str().unwrap();
+    let r = json(&ok(lopper()
+        .arg("quantize")
+        .arg(fixture("resnet_stem.onnx"))
+        .args(["--out"])
+        .arg(dir.join("skip.lop"))
+        .args(["--skip", first, "--json"])
+        .output()
+        .unwrap()));
+    assert!(r["f32_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == first));
+    fails_cleanly(
+        lopper()
+            .arg("quantize")
+            .arg(fixture("resnet_stem.onnx"))
+            .args(["--out"])
+            .arg(dir.join("bad.lop"))
+            .args(["--skip", "no-such-layer"])
+            .output()
+            .unwrap(),
+        &["--skip no-such-layer"],
+    );
+}

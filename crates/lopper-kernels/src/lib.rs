@@ -19,6 +19,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod error;
 pub mod format;
+pub mod int8;
 pub mod isa;
 pub mod kernels;
 pub mod mask;

@@ -63,6 +63,9 @@ pub enum ModelError {
     /// An ONNX file lopper cannot read or a graph it cannot import (names the node and op).
     #[error("ONNX: {0}")]
     Onnx(String),
+    /// An input file (`.npy`, `.npz`) that does not fit the model; the message names the file.
+    #[error("{0}")]
+    Input(String),
     /// A model configuration (Hugging Face `config.json`, pooling, tokenizer) lopper cannot run.
     #[error("{0}")]
     Config(String),

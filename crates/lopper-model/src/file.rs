@@ -55,6 +55,7 @@ pub fn spec_of(w: &WeightMatrix) -> WeightSpec {
         block,
         dtype,
         shape: [w.rows(), w.cols()],
+        int8_acts: false,
     }
 }
 
@@ -70,13 +71,15 @@ impl Model {
             .iter()
             .map(|(k, w)| {
                 let mut spec = spec_of(w);
-                let wants_delta = graph
-                    .weights
-                    .get(k)
-                    .is_some_and(|s| s.format == StorageFormat::CsrDelta8);
+                let old = graph.weights.get(k);
+                let wants_delta = old.is_some_and(|s| s.format == StorageFormat::CsrDelta8);
                 if wants_delta && spec.format == StorageFormat::Csr {
                     spec.format = StorageFormat::CsrDelta8;
                 }
+                // The permission survives re-encoding while the weights stay int8.
+                spec.int8_acts = old.is_some_and(|s| s.int8_acts)
+                    && spec.dtype == crate::graph::WeightDtype::I8
+                    && spec.shape[1] <= lopper_kernels::int8::MAX_IN;
                 (k.clone(), spec)
             })
             .collect();

@@ -15,6 +15,7 @@ pub mod file;
 pub mod graph;
 pub mod import;
 pub mod limits;
+pub mod npy;
 pub mod oneshot;
 pub mod onnx;
 pub mod runtime;

@@ -115,6 +115,7 @@ pub fn to_tensors(
                 block: None,
                 dtype: WeightDtype::F32,
                 shape,
+                int8_acts: false,
             }
         }
         WeightMatrix::Csr16(m) => {
@@ -139,6 +140,7 @@ pub fn to_tensors(
                 block: Some([m.block_rows(), m.block_cols()]),
                 dtype: dtype_of(m.values()),
                 shape,
+                int8_acts: false,
             }
         }
         WeightMatrix::Nm(_) => {
@@ -209,6 +211,7 @@ fn csr_spec(values: &Values, shape: [usize; 2]) -> WeightSpec {
         block: None,
         dtype: dtype_of(values),
         shape,
+        int8_acts: false,
     }
 }
 

@@ -311,3 +311,109 @@ fn rejects_delta_index_past_the_last_column() {
     data[s + 4..s + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_err(&join(&h, &data), "fc1.weight.");
 }
+
+/// Found by the `tokenizer` fuzz targets: tokenizers 0.21.4 panics (an `expect` in its decoder
+/// deserialisation) on a malformed `decoder` object; lopper reports it as an error.
+#[test]
+fn a_tokenizer_json_that_panics_the_tokenizers_crate_is_an_error() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+    let good = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    assert!(lopper_model::bert::runtime::parse_tokenizer(&good).is_ok());
+    let bad = good.replacen("\"prefix\": \"##\"", "\"pref:i\"x \"##\"", 1);
+    assert_ne!(bad, good, "the fixture's decoder has a prefix");
+    let err = lopper_model::bert::runtime::parse_tokenizer(&bad).unwrap_err();
+    assert!(
+        err.to_string().contains("tokenizer.json does not parse"),
+        "{err}"
+    );
+}
+
+#[test]
+fn int8_activations_on_f32_weights_are_refused() {
+    let bytes = with_graph(|g| {
+        g["weights"]["fc1.weight"]["int8_acts"] = Value::Bool(true);
+    });
+    let err = Model::from_bytes(&bytes).expect_err("refused").to_string();
+    assert!(err.contains("int8_acts needs int8 weights"), "{err}");
+}
+
+/// Found by the `npz` fuzz target: npyz allocates the header length an `.npy` claims (up to
+/// 4 GiB in format versions 2 and 3) before reading it; lopper checks it against the bytes.
+#[test]
+fn an_npy_header_longer_than_the_file_is_refused_before_allocating() {
+    use lopper_model::npy::read_input;
+    use std::path::Path;
+    let mut npy = b"\x93NUMPY\x02\x00".to_vec();
+    npy.extend_from_slice(&0xff00_0000u32.to_le_bytes());
+    npy.extend_from_slice(b"{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }\n");
+    let err = read_input(Path::new("x.npy"), &npy, "input", &[4]).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    // The same member inside an .npz (stored, as numpy.savez writes).
+    let npz = stored_npz(&npy);
+    let err = read_input(Path::new("x.npz"), &npz, "input", &[4]).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+/// A one-member stored zip archive holding `input.npy`.
+fn stored_npz(member: &[u8]) -> Vec<u8> {
+    let crc = {
+        let mut c = 0xffff_ffffu32;
+        for &b in member {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let name = b"input.npy";
+    let len = member.len() as u32;
+    let mut z = Vec::new();
+    let local = |z: &mut Vec<u8>| {
+        z.extend_from_slice(&[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend_from_slice(&crc.to_le_bytes());
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        z.extend_from_slice(name);
+    };
+    local(&mut z);
+    z.extend_from_slice(member);
+    let central_at = z.len() as u32;
+    z.extend_from_slice(&[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    z.extend_from_slice(&crc.to_le_bytes());
+    z.extend_from_slice(&len.to_le_bytes());
+    z.extend_from_slice(&len.to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&[0; 12]);
+    z.extend_from_slice(&0u32.to_le_bytes());
+    z.extend_from_slice(name);
+    let central_len = z.len() as u32 - central_at;
+    z.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 1, 0, 1, 0]);
+    z.extend_from_slice(&central_len.to_le_bytes());
+    z.extend_from_slice(&central_at.to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z
+}
+
+/// Found by the `npy` fuzz target: 60 nested brackets in a 361-byte header made npyz's
+/// backtracking header parser run for minutes; such headers are refused before parsing.
+#[test]
+fn an_npy_header_with_deeply_nested_brackets_is_refused_quickly() {
+    use lopper_model::npy::read_input;
+    let mut text = String::from("{'descr': ");
+    text.push_str(&"[".repeat(60));
+    text.push_str("'<f4', 'fortran_order': False, 'shape': (4,), }");
+    text.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    npy.extend_from_slice(text.as_bytes());
+    npy.extend_from_slice(&[0; 16]);
+    let err = read_input(std::path::Path::new("x.npy"), &npy, "input", &[4]).unwrap_err();
+    assert!(err.to_string().contains("nests brackets"), "{err}");
+}

@@ -41,9 +41,10 @@ pub struct BenchArgs {
     /// Model files: also print the time of each step of the planned run (to stderr).
     #[arg(long)]
     pub profile: bool,
-    /// Transformer encoders: tokens per sequence.
-    #[arg(long, default_value_t = 128)]
-    pub seq: usize,
+    /// Transformer encoders: tokens per sequence (default 128, or the model's longest sequence
+    /// when that is shorter).
+    #[arg(long)]
+    pub seq: Option<usize>,
     /// Also write the JSON records to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -6,8 +6,10 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use lopper_kernels::{Dtype, WeightMatrix};
 use lopper_model::bert::file::load;
+use lopper_model::bert::verify::probe;
 use lopper_model::bert::{Bert, BertPlan, BertRunner, Encoded};
 use lopper_model::{PlanMode, StorageChoice};
 use serde::Serialize;
@@ -53,9 +55,9 @@ fn densified(bert: &Bert) -> Bert {
 
 pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let (bert, _) = load(path)?;
+    probe(&bert).with_context(|| path.display().to_string())?;
     let (batches, threads) = super::bench::grid(args, &[1, 8])?;
-    let seq = args.seq;
-    check_seq(seq, bert.max_seq_len)?;
+    let seq = seq_or_default(args.seq, bert.max_seq_len)?;
     let rounds = if args.quick { 7 } else { 21 };
     let file_bytes = if path.is_dir() {
         std::fs::metadata(path.join("model.safetensors"))?.len()
@@ -174,9 +176,14 @@ pub fn run(path: &Path, args: &super::bench::BenchArgs) -> anyhow::Result<std::p
 /// `--seq` must be a sequence the model takes: from 2 tokens ([CLS] and [SEP]) to its longest
 /// (sentence-transformers' `max_seq_length`, 256 for all-MiniLM-L6-v2, which embedding
 /// truncates to; the position table may be longer).
-pub fn check_seq(seq: usize, max: usize) -> anyhow::Result<()> {
-    if seq < 2 || seq > max {
-        anyhow::bail!("--seq {seq} is outside 2..={max} (the model's longest sequence)");
+/// `--seq` checked against the model's longest sequence `max`; when not given, 128 (the
+/// benchmarks' length) or `max` when that is shorter.
+pub fn seq_or_default(seq: Option<usize>, max: usize) -> anyhow::Result<usize> {
+    match seq {
+        None => Ok(128.min(max)),
+        Some(s) if s < 2 || s > max => {
+            anyhow::bail!("--seq {s} is outside 2..={max} (the model's longest sequence)")
+        }
+        Some(s) => Ok(s),
     }
-    Ok(())
 }

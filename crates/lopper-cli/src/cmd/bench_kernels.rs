@@ -193,39 +193,80 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             .map(|&b| synth::random_vec(cols * b, &mut rng))
             .collect();
         let dense_w = Weights::new(WeightMatrix::Dense(dense.clone()), cold_bytes, want_cold);
-        for &density in &densities {
+        for (di, &density) in densities.iter().enumerate() {
             let variants = encode_variants(&dense, density, args.seed, cold_bytes, want_cold)?;
+            let q8 = super::bench_int8::variants(
+                &dense,
+                density,
+                args.seed,
+                cold_bytes,
+                want_cold,
+                di == 0,
+            )?;
             for (bi, &batch) in batches.iter().enumerate() {
-                for (t, pool) in &pools {
+                for (t_count, pool) in &pools {
                     for regime in &regimes {
                         let x = &xs[bi];
                         let (dense_kernel, dense_t) =
                             best_dense(dense_w.get(regime), x, batch, pool, &opts)?;
+                        // One record: this variant against the dense baseline of this condition.
+                        let record = |(kernel, format, dtype): (String, String, &str),
+                                      density: f64,
+                                      t: Timing,
+                                      sparse_bytes: usize,
+                                      copies: usize| Record {
+                            kernel,
+                            format,
+                            dtype: dtype.into(),
+                            rows,
+                            cols,
+                            batch,
+                            density,
+                            threads: *t_count,
+                            regime: regime.clone(),
+                            dense_kernel: dense_kernel.name.into(),
+                            dense_ns: dense_t.median_ns,
+                            sparse_ns: t.median_ns,
+                            speedup: dense_t.median_ns / t.median_ns,
+                            dense_bytes: dense_w.hot[0].storage_bytes(),
+                            sparse_bytes,
+                            copies,
+                            isa: isa.name().into(),
+                            samples: t.samples,
+                        };
                         for (w, variant) in &variants {
                             let copies = w.get(regime);
                             let kernel =
                                 select(&copies[0], batch, isa).context("no kernel for variant")?;
                             let sparse_t = measure_kernel(kernel, copies, x, batch, pool, &opts)?;
-                            let rec = Record {
-                                kernel: kernel.name.into(),
-                                format: variant.kind.name(),
-                                dtype: variant.dtype.name().into(),
-                                rows,
-                                cols,
-                                batch,
+                            let rec = record(
+                                (
+                                    kernel.name.into(),
+                                    variant.kind.name(),
+                                    variant.dtype.name(),
+                                ),
                                 density,
-                                threads: *t,
-                                regime: regime.clone(),
-                                dense_kernel: dense_kernel.name.into(),
-                                dense_ns: dense_t.median_ns,
-                                sparse_ns: sparse_t.median_ns,
-                                speedup: dense_t.median_ns / sparse_t.median_ns,
-                                dense_bytes: dense_w.hot[0].storage_bytes(),
-                                sparse_bytes: copies[0].storage_bytes(),
-                                copies: copies.len(),
-                                isa: isa.name().into(),
-                                samples: sparse_t.samples,
-                            };
+                                sparse_t,
+                                copies[0].storage_bytes(),
+                                copies.len(),
+                            );
+                            if !args.json {
+                                print_row(&rec);
+                            }
+                            records.push(rec);
+                        }
+                        for v in &q8 {
+                            let copies = v.get(regime);
+                            let q8_t = pool
+                                .install(|| super::bench_int8::measure(copies, x, batch, &opts));
+                            let density = if v.format == "dense" { 1.0 } else { density };
+                            let rec = record(
+                                (v.kernel_name(), v.format.into(), "i8i8"),
+                                density,
+                                q8_t,
+                                copies[0].storage_bytes(),
+                                copies.len(),
+                            );
                             if !args.json {
                                 print_row(&rec);
                             }
@@ -347,7 +388,15 @@ fn best_dense(
 }
 
 fn print_row(r: &Record) {
-    let fmt = format!("{}{}", r.format, if r.dtype == "i8" { "-i8" } else { "" });
+    let suffix = match r.dtype.as_str() {
+        "f32" => "",
+        other => other,
+    };
+    let fmt = format!(
+        "{}{}{suffix}",
+        r.format,
+        if suffix.is_empty() { "" } else { "-" }
+    );
     println!(
         "{:>10} {:>7.2} {:>5} {:>3} {:>4}  {:<14} {:>11.1} {:>11.1} {:>7.2}x",
         format!("{}x{}", r.rows, r.cols),

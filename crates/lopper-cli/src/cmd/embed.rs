@@ -104,6 +104,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     }
     super::check_threads(args.threads, args.threads_force)?;
     let (bert, _) = load(&args.model)?;
+    if !args.allow_nan {
+        lopper_model::bert::verify::probe(&bert)
+            .with_context(|| format!("{} (--allow-nan skips this check)", args.model.display()))?;
+    }
     // Plan at a typical pass: this batch of sentences of about 24 tokens each.
     let tokens = args.batch.min(texts.len()) * 24;
     let mut runner = planned_runner(bert, tokens, args.threads)?;

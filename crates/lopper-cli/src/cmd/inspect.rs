@@ -28,9 +28,10 @@ pub struct InspectArgs {
     /// Allow more threads than cores.
     #[arg(long)]
     pub threads_force: bool,
-    /// Transformer encoders: tokens per sequence of the plan to show.
-    #[arg(long, default_value_t = 128)]
-    pub seq: usize,
+    /// Transformer encoders: tokens per sequence of the plan to show (default 128, or the
+    /// model's longest sequence when that is shorter).
+    #[arg(long)]
+    pub seq: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]

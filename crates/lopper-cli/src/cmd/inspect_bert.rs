@@ -45,11 +45,15 @@ pub fn run(
     path: &Path,
     json: bool,
     batch: usize,
-    seq: usize,
+    seq: Option<usize>,
     threads: usize,
 ) -> anyhow::Result<ExitCode> {
     let (bert, notes) = load(path)?;
-    super::bench_bert::check_seq(seq, bert.max_seq_len)?;
+    // inspect is for looking at a file, broken or not: the probe only warns here.
+    if let Err(e) = lopper_model::bert::verify::probe(&bert) {
+        eprintln!("warning: {}: {e}", path.display());
+    }
+    let seq = super::bench_bert::seq_or_default(seq, bert.max_seq_len)?;
     let tokens = batch.max(1) * seq.max(1);
     let plan = BertPlan::make_verified(&bert, tokens, threads.max(1))?;
     let mut layers = Vec::new();

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_bert;
+pub mod bench_int8;
 pub mod bench_kernels;
 pub mod bench_model;
 pub mod bench_targets;
@@ -14,9 +15,9 @@ pub mod import;
 pub mod inspect;
 pub mod inspect_bert;
 pub mod model_io;
-pub mod npy;
 pub mod prune;
 pub mod prune_graph;
+pub mod quantize;
 pub mod run_model;
 pub mod sensitivity;
 pub mod sweep;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lopper_kernels::{Dtype, Pattern};
@@ -180,6 +181,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let (bert, _) = load(&args.model)?;
+    lopper_model::bert::verify::probe(&bert).with_context(|| args.model.display().to_string())?;
     let dense = bert.clone();
     let probe = BertRunner::stored(bert.clone())?;
     let refs: Vec<&str> = calib_lines.iter().map(String::as_str).collect();

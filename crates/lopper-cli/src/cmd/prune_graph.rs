@@ -81,7 +81,7 @@ fn parse_layer_targets(spec: &[String]) -> anyhow::Result<BTreeMap<String, Targe
 }
 
 fn read_inputs(path: &Path, model: &Model) -> anyhow::Result<Vec<f32>> {
-    if !super::npy::is_numpy(path) {
+    if !lopper_model::npy::is_numpy(path) {
         bail!(
             "{}: a graph model is calibrated on its own inputs: give an .npy or .npz of \
              [n, {}] arrays (text calibration is for encoders)",
@@ -102,12 +102,12 @@ fn read_inputs(path: &Path, model: &Model) -> anyhow::Result<Vec<f32>> {
         "LOPPER_MAX_INPUT_BYTES",
     )
     .map_err(|e| e.in_file(path))?;
-    super::npy::read_input(
+    Ok(lopper_model::npy::read_input(
         path,
         &bytes,
         &model.graph.input.name,
         &model.graph.input.shape,
-    )
+    )?)
 }
 
 fn outputs(model: &Model, x: &[f32]) -> anyhow::Result<Vec<f32>> {

@@ -57,15 +57,20 @@ struct RunOutput {
 }
 
 /// Reads the examples in `path` as model input `[n, features]`.
-fn read_input(path: &Path, spec: &lopper_model::InputSpec) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn read_input(path: &Path, spec: &lopper_model::InputSpec) -> anyhow::Result<Vec<f32>> {
     let features: usize = spec.shape.iter().product();
     let pre = spec.preprocess;
     let limit = lopper_model::limits::max_input_bytes();
     // One bounded read: the file itself is at most the limit, and so is a gzip IDX payload.
     let bytes = lopper_model::limits::read_file(path, limit, "LOPPER_MAX_INPUT_BYTES")
         .with_context(|| format!("{}: cannot read the input", path.display()))?;
-    if super::npy::is_numpy(path) {
-        return super::npy::read_input(path, &bytes, &spec.name, &spec.shape);
+    if lopper_model::npy::is_numpy(path) {
+        return Ok(lopper_model::npy::read_input(
+            path,
+            &bytes,
+            &spec.name,
+            &spec.shape,
+        )?);
     }
     let is_gzip = bytes.starts_with(&[0x1f, 0x8b]);
     let is_idx = bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08;
@@ -184,7 +189,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut dims = vec![n];
         dims.extend(&model.shapes[&model.graph.output]);
         let flat: Vec<f32> = outputs.iter().flatten().copied().collect();
-        super::npy::write_output(path, &model.graph.output, &dims, &flat)?;
+        lopper_model::npy::write_output(path, &model.graph.output, &dims, &flat)?;
     }
     let already_softmax = model
         .graph

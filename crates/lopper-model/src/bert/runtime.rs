@@ -20,10 +20,21 @@ use crate::runtime::exec::{Matmul, MmKernel};
 use crate::runtime::plan::{activations, candidate_kinds, planner_timing, PlanMode};
 use crate::runtime::pools::shared_pool;
 
-pub(crate) fn parse_tokenizer(json: &str) -> Result<Tokenizer, ModelError> {
-    let mut t: Tokenizer = json
-        .parse()
-        .map_err(|e| ModelError::Config(format!("tokenizer.json does not parse: {e}")))?;
+/// Parses a `tokenizer.json` with lopper's settings (no padding, no truncation).
+///
+/// The `tokenizers` crate (0.21.4) panics on some malformed files instead of returning an error
+/// (an `expect` in its decoder deserialisation, found by the `tokenizer` fuzz target), so the
+/// parse runs under `catch_unwind` and a panic becomes an error. The binary's panic hook keeps
+/// such caught panics quiet ([`TOKENIZERS_PANIC`] names the crate's source path).
+pub fn parse_tokenizer(json: &str) -> Result<Tokenizer, ModelError> {
+    let parsed = std::panic::catch_unwind(|| json.parse::<Tokenizer>()).map_err(|p| {
+        ModelError::Config(format!(
+            "tokenizer.json does not parse: {}",
+            panic_text(&*p)
+        ))
+    })?;
+    let mut t: Tokenizer =
+        parsed.map_err(|e| ModelError::Config(format!("tokenizer.json does not parse: {e}")))?;
     // lopper packs sequences itself, so the file's fixed padding would add fake tokens; and it
     // truncates to the model's `max_seq_len` (sentence-transformers' limit), not the file's.
     t.with_padding(None);
@@ -31,6 +42,32 @@ pub(crate) fn parse_tokenizer(json: &str) -> Result<Tokenizer, ModelError> {
         .map_err(|e| ModelError::Config(format!("tokenizer.json: {e}")))?;
     Ok(t)
 }
+
+/// Tokenizes `text` (special tokens added). As with [`parse_tokenizer`], a panic inside the
+/// tokenizers crate (a malformed but parsable `tokenizer.json` can cause one) becomes an error.
+pub fn encode_text(t: &Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.encode(text, true)));
+    match r {
+        Ok(Ok(e)) => Ok(e.get_ids().to_vec()),
+        Ok(Err(e)) => Err(ModelError::Config(format!("tokenizer: {e}"))),
+        Err(p) => Err(ModelError::Config(format!(
+            "tokenizer.json: the tokenizers crate failed on this text: {}",
+            panic_text(&*p)
+        ))),
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic inside the tokenizers crate");
+    crate::limits::clip(what, 300)
+}
+
+/// Part of the source path of every panic [`parse_tokenizer`] and [`encode_text`] catch.
+pub const TOKENIZERS_PANIC: &str = "/tokenizers-";
 
 /// Token ids of a batch of texts, packed: text `b` is `ids[offsets[b]..offsets[b + 1]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,11 +456,7 @@ impl BertRunner {
         let mut offsets = vec![0];
         let max = self.bert.max_seq_len;
         for t in texts {
-            let e = self
-                .tokenizer
-                .encode(*t, true)
-                .map_err(|e| ModelError::Config(format!("tokenizer: {e}")))?;
-            let mut v = e.get_ids().to_vec();
+            let mut v = encode_text(&self.tokenizer, t)?;
             if v.len() > max {
                 // Keep [CLS] ... and the final [SEP], as the tokenizer's own truncation does.
                 let last = *v.last().unwrap_or(&0);

@@ -128,6 +128,25 @@ pub fn time_interleaved<const N: usize>(
     Ok(std::array::from_fn(|i| t[i]))
 }
 
+/// One pass on probe sentences (a short one and an empty one, so every position type and both
+/// pooling modes see data) through each weight's stored format: an error when any embedding
+/// value is not finite. Finite weights and LayerNorm parameters can still overflow when used
+/// (a γ of 3e38 passes validation), and a command that prints no embeddings (`prune`, `bench`,
+/// `inspect`) would otherwise carry such a model on with exit 0.
+pub fn probe(bert: &Bert) -> Result<(), ModelError> {
+    let mut runner = BertRunner::stored(bert.clone())?;
+    let enc = runner.encode(&["The quick brown fox jumps over the lazy dog.", ""])?;
+    let e = runner.embed(&enc)?;
+    match e.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(ModelError::Config(format!(
+            "a forward pass on probe sentences gives a non-finite value ({} at embedding \
+             value {i}), so the weights or LayerNorm parameters overflow when used",
+            e[i]
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

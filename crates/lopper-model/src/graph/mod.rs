@@ -79,6 +79,11 @@ pub struct WeightSpec {
     pub dtype: WeightDtype,
     /// `[rows, cols]` = `[out, in]`.
     pub shape: [usize; 2],
+    /// The layer's activations may be quantized to u8 at run time and multiplied in int8
+    /// (`lopper quantize`; the planner still times the f32-activation kernels against it).
+    /// Needs int8 weights and at most 65 536 inputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub int8_acts: bool,
 }
 
 /// An operation and its attributes (tensor names refer to the file).
@@ -261,6 +266,12 @@ impl Graph {
             }
             if w.format == StorageFormat::Dense && w.dtype == WeightDtype::I8 {
                 return Err(g(format!("weight '{name}': dense storage is f32 only")));
+            }
+            if w.int8_acts && (w.dtype != WeightDtype::I8 || c > lopper_kernels::int8::MAX_IN) {
+                return Err(g(format!(
+                    "weight '{name}': int8_acts needs int8 weights and at most {} inputs",
+                    lopper_kernels::int8::MAX_IN
+                )));
             }
         }
         Ok(())

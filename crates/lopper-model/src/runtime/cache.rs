@@ -39,7 +39,8 @@ fn read_cache(path: &Path) -> PlanCache {
     }
     let parsed = read_file(path, max_cache_bytes(), "LOPPER_MAX_CACHE_BYTES")
         .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+        .and_then(|b| parse_cache(&b))
+        .map(|plans| PlanCache { plans });
     parsed.unwrap_or_else(|e| {
         eprintln!(
             "warning: {}: plan cache ignored and rewritten: {}",
@@ -48,6 +49,14 @@ fn read_cache(path: &Path) -> PlanCache {
         );
         PlanCache::default()
     })
+}
+
+/// The plans in the bytes of a plan cache, or why they do not parse. Each plan must still pass
+/// [`cached_plan_problem`] for the model at hand before it is used.
+pub fn parse_cache(bytes: &[u8]) -> Result<Vec<Plan>, String> {
+    serde_json::from_slice::<PlanCache>(bytes)
+        .map(|c| c.plans)
+        .map_err(|e| e.to_string())
 }
 
 /// Why a cached plan cannot be used for `model`, if it cannot: it must cover exactly the model's
@@ -81,6 +90,16 @@ pub fn cached_plan_problem(p: &Plan, model: &Model) -> Option<String> {
                 let bsr = matches!(kind, FormatKind::Bsr { br: 4, bc: 1 });
                 let csr = matches!(kind, FormatKind::Csr16 | FormatKind::Csr32);
                 k.name.contains("bsr4x1") == bsr && (bsr || csr)
+            }
+            // Only where the file allows int8 activations, under the format it is planned as.
+            Some(MmKernel::Q8 { dense, .. }) => {
+                model
+                    .graph
+                    .weights
+                    .get(&l.weight)
+                    .is_some_and(|s| s.int8_acts)
+                    && kind == MmKernel::q8_format(dense)
+                    && dtype == lopper_kernels::Dtype::I8
             }
         };
         if !fits {

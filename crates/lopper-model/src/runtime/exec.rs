@@ -15,7 +15,6 @@ use super::general::{self, GroupConv, MapFn};
 pub(crate) use super::matmul::{conv, conv_scratch, Matmul, MmKernel};
 use super::ops::{self, Window};
 use super::plan::Plan;
-use crate::convert::encode_as;
 use crate::error::ModelError;
 use crate::file::Model;
 use crate::graph::Op;
@@ -700,13 +699,15 @@ fn matmul(
     let plan_err = |m: String| ModelError::Plan(format!("node '{}': {m}", node.name));
     let stored = &model.weights[weight];
     let (kind, dtype) = (choice.format, choice.dtype);
-    let w = if kind == stored.kind() && dtype == stored.dtype() {
-        stored.clone()
-    } else {
-        encode_as(weight, stored, kind, dtype)?
-    };
     let kernel = MmKernel::by_name(&choice.kernel)
         .ok_or_else(|| plan_err(format!("unknown kernel '{}'", choice.kernel)))?;
+    if matches!(kernel, MmKernel::Q8 { .. }) && !model.graph.weights[weight].int8_acts {
+        return Err(plan_err(format!(
+            "{} quantizes activations, which the file does not allow for '{weight}'",
+            choice.kernel
+        )));
+    }
+    let w = super::plan::layer_weight(weight, stored, kind, dtype, kernel)?;
     if matches!(kernel, MmKernel::Direct(_)) && !matches!(node.op, Op::Conv2d { .. }) {
         return Err(plan_err(format!(
             "{} only runs convolutions",

@@ -7,18 +7,28 @@
 
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use lopper_kernels::conv::ConvKernel;
-use lopper_kernels::{execute, registry, Kernel, Partition, WeightMatrix};
+use lopper_kernels::int8::{self, Q8Matrix, Q8Path, QuantActs};
+use lopper_kernels::{execute, registry, FormatKind, Kernel, Partition, WeightMatrix};
 
 use super::ops::{self, Window};
 use crate::error::ModelError;
 
 /// How a weight layer multiplies: a registry kernel (linear layers, and convolutions through
-/// im2col tiles) or a direct-convolution kernel.
+/// im2col tiles), a direct-convolution kernel, or an int8 × int8 product (activations quantized
+/// per column on the way in; only for weights whose spec allows it, `int8_acts`), which like a
+/// registry kernel also runs im2col tiles.
 #[derive(Clone, Copy)]
 pub(crate) enum MmKernel {
     Gemm(&'static Kernel),
     Direct(&'static ConvKernel),
+    /// `dense`: every 16 × 4 tile stored; else only the tiles holding a nonzero.
+    Q8 {
+        dense: bool,
+        path: Q8Path,
+    },
 }
 
 impl MmKernel {
@@ -26,15 +36,36 @@ impl MmKernel {
         match self {
             MmKernel::Gemm(k) => k.name,
             MmKernel::Direct(k) => k.name,
+            MmKernel::Q8 { dense, path } => int8::kernel_name(*dense, *path),
         }
     }
 
-    /// Looks a plan's kernel name up in both registries.
+    /// Looks a plan's kernel name up in both registries and the int8 × int8 names.
     pub(crate) fn by_name(name: &str) -> Option<Self> {
         registry::by_name(name)
             .map(MmKernel::Gemm)
             .or_else(|| lopper_kernels::conv::by_name(name).map(MmKernel::Direct))
+            .or_else(|| {
+                int8::parse_kernel_name(name).map(|(dense, path)| MmKernel::Q8 { dense, path })
+            })
     }
+
+    /// The storage an int8 × int8 product is planned under: `dense` or `bsr16x4`, int8.
+    pub(crate) fn q8_format(dense: bool) -> FormatKind {
+        if dense {
+            FormatKind::Dense
+        } else {
+            FormatKind::Bsr { br: 16, bc: 4 }
+        }
+    }
+}
+
+/// An int8 × int8 layer's packed weights and its activation buffer (reused across calls; a
+/// mutex because layers are shared by reference with the pool's threads, uncontended).
+struct Q8Layer {
+    w: Q8Matrix,
+    path: Q8Path,
+    acts: Mutex<QuantActs>,
 }
 
 pub(crate) struct Matmul {
@@ -46,6 +77,7 @@ pub(crate) struct Matmul {
     pool: Option<Arc<rayon::ThreadPool>>,
     bias: Option<Vec<f32>>,
     pub(crate) n: usize,
+    q8: Option<Q8Layer>,
 }
 
 impl Matmul {
@@ -59,6 +91,26 @@ impl Matmul {
         n: usize,
     ) -> Result<Self, ModelError> {
         let part = Partition::balanced(&w, parts);
+        let q8 = match kernel {
+            MmKernel::Q8 { dense, path } => {
+                // Quantized from the f32 view: for weights stored int8 with per-row scales this
+                // gives back the same integers and scales (each row's largest |q| is 127).
+                let d = w.to_dense();
+                let packed =
+                    Q8Matrix::quantize(w.rows(), w.cols(), d.data(), dense).map_err(|source| {
+                        ModelError::Weight {
+                            name: node.to_string(),
+                            source,
+                        }
+                    })?;
+                Some(Q8Layer {
+                    w: packed,
+                    path,
+                    acts: Mutex::new(QuantActs::new()),
+                })
+            }
+            _ => None,
+        };
         let pool = if part.len() > 1 {
             Some(super::pools::shared_pool(parts)?)
         } else {
@@ -72,6 +124,7 @@ impl Matmul {
             pool,
             bias,
             n,
+            q8,
         })
     }
 
@@ -88,6 +141,24 @@ impl Matmul {
     }
 
     pub(crate) fn run_width(&self, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        if let Some(q) = &self.q8 {
+            let mut acts = q.acts.lock().unwrap_or_else(|e| e.into_inner());
+            let (k, rows) = (q.w.cols(), q.w.rows());
+            if x.len() != k * n || y.len() < rows * n {
+                return Err(ModelError::Plan(format!(
+                    "node '{}': int8 product given {} inputs for width {n}",
+                    self.node,
+                    x.len()
+                )));
+            }
+            int8::quantize_acts(x, k, n, &mut acts);
+            let parts = self.part.len();
+            let bias = self.bias.as_deref();
+            self.threaded(|| {
+                int8::matmul_split(q.path, &q.w, &acts, bias, &mut y[..rows * n], parts)
+            });
+            return Ok(());
+        }
         let MmKernel::Gemm(kernel) = self.kernel else {
             return Err(ModelError::Plan(format!(
                 "node '{}': {} is a convolution kernel",
@@ -113,8 +184,8 @@ pub(crate) fn conv_scratch(mm: &Matmul, g: &Window, batch: usize) -> (usize, usi
     let whole = mm.n == g.oh * g.ow * batch;
     match mm.kernel {
         MmKernel::Direct(_) => (0, 0),
-        MmKernel::Gemm(_) if is_pointwise(g) && whole => (0, 0),
-        MmKernel::Gemm(_) => (
+        MmKernel::Gemm(_) | MmKernel::Q8 { .. } if is_pointwise(g) && whole => (0, 0),
+        MmKernel::Gemm(_) | MmKernel::Q8 { .. } => (
             mm.w.cols() * mm.n,
             if whole { 0 } else { mm.w.rows() * mm.n },
         ),

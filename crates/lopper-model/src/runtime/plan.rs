@@ -19,7 +19,7 @@ use crate::graph::Op;
 use crate::runtime::exec::{conv, conv_scratch, Matmul, MmKernel};
 use crate::runtime::ops::Window;
 
-pub use super::cache::{cache_path, cached_plan_problem, plan_cached};
+pub use super::cache::{cache_path, cached_plan_problem, parse_cache, plan_cached};
 
 /// Which formats the planner may choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +228,39 @@ pub(crate) fn candidate_kinds(w: &WeightMatrix, mode: PlanMode) -> Vec<(FormatKi
     }
 }
 
+/// The stored plan with every layer whose file allows int8 activations on the dense int8 × int8
+/// kernel: what `lopper quantize` measures fidelity with (the worst case; the measured plan may
+/// keep some of those layers in f32 where that is faster).
+pub fn int8_plan(model: &Model, batch: usize) -> Result<Plan, ModelError> {
+    let mut plan = make_plan(model, "int8", batch, 1, PlanMode::Stored)?;
+    let path = lopper_kernels::int8::Q8Path::selected();
+    for l in &mut plan.layers {
+        if model.graph.weights[&l.weight].int8_acts {
+            let k = MmKernel::Q8 { dense: true, path };
+            l.format = MmKernel::q8_format(true);
+            l.dtype = Dtype::I8;
+            l.kernel = k.name().to_string();
+        }
+    }
+    Ok(plan)
+}
+
+/// The weight a layer runs with under `kind`, `dtype` and kernel `k`: the stored matrix as it
+/// is, re-encoded, or (for an int8 × int8 kernel, which packs its own tiles) the stored one.
+pub(crate) fn layer_weight(
+    name: &str,
+    stored: &WeightMatrix,
+    kind: FormatKind,
+    dtype: Dtype,
+    k: MmKernel,
+) -> Result<WeightMatrix, ModelError> {
+    if matches!(k, MmKernel::Q8 { .. }) || (kind == stored.kind() && dtype == stored.dtype()) {
+        Ok(stored.clone())
+    } else {
+        encode_as(name, stored, kind, dtype)
+    }
+}
+
 /// Deterministic pseudo-random activations in `[-1, 1)` (the kernels' speed does not depend on
 /// the values, but denormals and zeros would distort it).
 pub fn activations(len: usize) -> Vec<f32> {
@@ -365,6 +398,26 @@ pub fn make_plan(
                 }
             }
         }
+        // int8 × int8, where the file allows quantized activations: dense and 16x4 packing,
+        // timed as the executor runs them (quantizing the input inside the timed call).
+        if mode == PlanMode::Measured && model.graph.weights[wname].int8_acts {
+            let path = lopper_kernels::int8::Q8Path::selected();
+            for dense in [true, false] {
+                let k = MmKernel::Q8 { dense, path };
+                let mm = Matmul::new(&node.name, stored.clone(), k, 1, None, n)?;
+                let ns = pool.install(|| time_layer(&mm, geom.as_ref(), &x, sub, &timing))?;
+                let kind = MmKernel::q8_format(dense);
+                candidates.push(Candidate {
+                    format: kind,
+                    dtype: Dtype::I8,
+                    kernel: k.name().to_string(),
+                    ns,
+                });
+                if best.is_none_or(|b| ns < b.0) {
+                    best = Some((ns, kind, Dtype::I8, k.name()));
+                }
+            }
+        }
         let (ns, kind, dtype, kernel) = best.ok_or_else(|| {
             ModelError::Plan(format!(
                 "node '{}': no kernel accepts its weight",
@@ -373,9 +426,9 @@ pub fn make_plan(
         })?;
         // Split over threads only where that wins with the per-call hand-off counted.
         let (ns, parts) = if threads > 1 && mode != PlanMode::Stored {
-            let w = encode_as(wname, stored, kind, dtype)?;
             let k = MmKernel::by_name(kernel)
                 .ok_or_else(|| ModelError::Plan(format!("kernel {kernel} vanished")))?;
+            let w = layer_weight(wname, stored, kind, dtype, k)?;
             let single = Matmul::new(&node.name, w.clone(), k, 1, None, n)?;
             let split = Matmul::new(&node.name, w, k, threads, None, n)?;
             let t1 = time_layer(&single, geom.as_ref(), &x, sub, &timing)?;
