@@ -56,6 +56,8 @@ pub struct QuantActs {
     /// Per-column working values of [`quantize_acts`], kept so that a layer quantizing every
     /// call allocates nothing after the first.
     scratch: Vec<f32>,
+    /// Four converted rows, before interleaving.
+    bytes: Vec<u8>,
 }
 
 impl QuantActs {
@@ -79,6 +81,7 @@ impl QuantActs {
             scale,
             zero,
             scratch: Vec::new(),
+            bytes: Vec::new(),
         }
     }
 }
@@ -128,7 +131,7 @@ pub fn quantize_acts(x: &[f32], k: usize, n: usize, out: &mut QuantActs) {
             out.zero.push(((-l / s).round() as i32).clamp(0, 255));
         }
     }
-    out.q.clear();
+    // Every byte is written below (padding included): no clearing.
     out.q.resize(n * k_pad, 0);
     // Round half up by truncation: `f32::round` is a libm call on baseline x86-64 (no SSE4.1), a
     // call per value; `as u8` saturates, so the clamp is only for clarity. Rows of `x` are read
@@ -138,19 +141,36 @@ pub fn quantize_acts(x: &[f32], k: usize, n: usize, out: &mut QuantActs) {
         *o = out.zero[c] as f32 + 0.5;
     }
     let (inv, offset) = (&*lo, &*hi);
-    for (kk, row) in x.chunks_exact(n.max(1)).take(k).enumerate() {
-        let base = (kk / GROUP) * n * GROUP + kk % GROUP;
-        for (c, &v) in row.iter().enumerate() {
-            out.q[base + c * GROUP] = (v * inv[c] + offset[c]).clamp(0.0, 255.0) as u8;
+    // A group's 4 rows are converted into 4 contiguous byte rows (vectorisable), then
+    // interleaved 4 bytes per column into the group's `n · 4` bytes.
+    let mut rows4 = std::mem::take(&mut out.bytes);
+    rows4.resize(GROUP * n, 0);
+    for (g, group) in x
+        .chunks(GROUP * n.max(1))
+        .take(k.div_ceil(GROUP))
+        .enumerate()
+    {
+        let live = group.len() / n.max(1);
+        for (j, row) in group.chunks_exact(n.max(1)).enumerate() {
+            let dst = &mut rows4[j * n..(j + 1) * n];
+            for (((d, &v), &i), &o) in dst.iter_mut().zip(row).zip(inv).zip(offset) {
+                *d = (v * i + o).clamp(0.0, 255.0) as u8;
+            }
+        }
+        let dst = &mut out.q[g * n * GROUP..(g + 1) * n * GROUP];
+        for (c, four) in dst.chunks_exact_mut(GROUP).enumerate() {
+            for (j, b) in four.iter_mut().enumerate() {
+                *b = if j < live {
+                    rows4[j * n + c]
+                } else {
+                    out.zero[c] as u8
+                };
+            }
         }
     }
-    // Padding inputs hold the zero point (their weights are zero, so any value would do).
-    for kk in k..k_pad {
-        let base = (kk / GROUP) * n * GROUP + kk % GROUP;
-        for c in 0..n {
-            out.q[base + c * GROUP] = out.zero[c] as u8;
-        }
-    }
+    out.bytes = rows4;
+    // (Padding inputs, past `k` in the last group, hold the zero point: their weights are
+    // zero, so any value would do.)
     out.scratch = scratch;
 }
 
